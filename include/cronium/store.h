@@ -1,0 +1,115 @@
+/* The store interface: everything the execution API reads or writes goes
+ * through these asynchronous operations. Handlers never know which store is
+ * behind it (dev: in memory; production: Valkey + the Cronium backend).
+ *
+ * Every operation completes exactly once by calling cb, possibly before the
+ * call returns (the dev store answers at once). Strings passed in are copied
+ * if the store needs them after returning. JSON in results is borrowed for the
+ * duration of the callback only. */
+#ifndef CRONIUM_STORE_H
+#define CRONIUM_STORE_H
+
+#include "cronium/common.h"
+
+typedef struct crt_store crt_store;
+
+/* Which execution an operation is for, as the verified token describes it. */
+typedef struct crt_store_exec {
+    const char *execution_id;
+    const char *token_user_id;      /* dev store only: owner of a fresh execution */
+    const char *token_job_id;
+    const char *token_event_id;
+} crt_store_exec;
+
+typedef struct crt_store_result {
+    int err;                        /* 0, CRT_ENOTFOUND, CRT_ECONFLICT, CRT_ENOTSUP, CRT_EUNAVAIL, CRT_EINVAL */
+    const char *json;               /* the value, compact JSON (may be NULL when err != 0) */
+    size_t len;
+    const char *message;            /* for errors, for a person */
+    int not_found_kind;             /* CRT_NF_* when err == CRT_ENOTFOUND */
+    unsigned retry_after_s;         /* for CRT_EUNAVAIL */
+} crt_store_result;
+
+enum { CRT_NF_VARIABLE = 0, CRT_NF_EXECUTION = 1 };
+
+typedef void (*crt_store_cb)(void *ud, const crt_store_result *res);
+
+typedef enum {
+    CRT_ST_GET_CONTEXT,     /* json: the §5 context object */
+    CRT_ST_GET_INPUT,       /* json: metadata.input; ENOTFOUND (variable kind) if none */
+    CRT_ST_GET_OUTPUT,      /* ENOTFOUND if never set */
+    CRT_ST_SET_OUTPUT,      /* value: JSON */
+    CRT_ST_GET_CONDITION,   /* json: true, false or null */
+    CRT_ST_SET_CONDITION,   /* value: "true" or "false" */
+    CRT_ST_GET_VAR,
+    CRT_ST_PUT_VAR,         /* value: JSON */
+    CRT_ST_DEL_VAR,
+    CRT_ST_INCR_VAR,        /* value: a JSON number; json: the new number */
+    CRT_ST_TOOL_ACTION,     /* key: tool, key2: action, value: params object; json: result object */
+} crt_store_op;
+
+typedef struct crt_store_req {
+    crt_store_op op;
+    const crt_store_exec *exec;
+    const char *key;                /* variable key (decoded), or tool */
+    size_t key_len;
+    const char *key2;               /* action */
+    size_t key2_len;
+    const char *value;              /* compact JSON */
+    size_t value_len;
+    const char *request_id;
+} crt_store_req;
+
+typedef struct crt_store_vtable {
+    const char *name;
+    void (*submit)(crt_store *s, const crt_store_req *r, crt_store_cb cb, void *ud);
+    void (*shutdown)(crt_store *s);         /* stop background work (flush) */
+    void (*free)(crt_store *s);
+} crt_store_vtable;
+
+struct crt_store {
+    const crt_store_vtable *vt;
+};
+
+static inline void crt_store_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, void *ud)
+{
+    s->vt->submit(s, r, cb, ud);
+}
+
+/* ---- audit --------------------------------------------------------------------------------- */
+
+/* One event per authenticated operation, including denials. */
+typedef struct crt_audit_event {
+    const char *execution_id;
+    const char *user_id;            /* from the token; may be "" */
+    const char *action;             /* "get_variable", "set_output", ... */
+    const char *key;                /* variable key or tool, may be NULL */
+    size_t key_len;
+    const char *outcome;            /* "ok", "denied", "not_found", "error", ... */
+    int status;
+    const char *request_id;
+    const char *client_ip;
+} crt_audit_event;
+
+typedef struct crt_audit crt_audit;
+typedef struct crt_audit_vtable {
+    void (*emit)(crt_audit *a, const crt_audit_event *ev);
+    void (*shutdown)(crt_audit *a);
+    void (*free)(crt_audit *a);
+} crt_audit_vtable;
+struct crt_audit {
+    const crt_audit_vtable *vt;
+};
+
+/* ---- the dev store --------------------------------------------------------------------------- */
+
+/* In-memory store. context_json: the seeded execution in the backend's
+ * context shape (NULL: a sample). Tool actions answer an echo. */
+crt_store *crt_devstore_new(const char *context_json, size_t len, char *err, size_t errcap);
+/* The id and user of the seeded execution. */
+const char *crt_devstore_seed_id(crt_store *s);
+const char *crt_devstore_seed_user(crt_store *s);
+/* Audit that writes events to the log. */
+crt_audit *crt_audit_log_new(void);
+
+#endif

@@ -1,0 +1,262 @@
+/* Application wiring: operational endpoints (/health, /ready, /metrics),
+ * CORS, the access log, metrics per request, signals and graceful stop. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cronium/app.h"
+#include "cronium/log.h"
+#include "cronium/runtime.h"
+
+static void on_health(crt_req *req, void *ctx)
+{
+    (void)ctx;
+    /* No allocation here once the connection's buffers exist. */
+    char ts[40];
+    size_t n = crt_rfc3339(ts, sizeof ts, -1, true);
+    crt_buf *b = &req->resp_body;
+    crt_buf_reset(b);
+    crt_buf_puts(b, "{\"status\":\"healthy\",\"time\":\"");
+    crt_buf_append(b, ts, n);
+    crt_buf_puts(b, "\"}");
+    crt_req_respond(req, 200, "application/json", b->data, b->len);
+}
+
+static void on_ready(crt_req *req, void *ctx)
+{
+    crt_app *app = ctx;
+    static const char *const names[] = {"up", "down", "disabled"};
+    bool unready = app->stopping, degraded = false;
+    crt_buf *b = &req->resp_body;
+    crt_buf_reset(b);
+    crt_buf_puts(b, ",\"checks\":{");
+    const char *want[] = {"valkey", "backend"};
+    for (size_t w = 0; w < 2; w++) {
+        crt_check_state st = CRT_CHECK_DISABLED;
+        for (size_t i = 0; i < app->nchecks; i++) {
+            if (strcmp(app->checks[i].name, want[w]) == 0) {
+                st = app->checks[i].fn(app->checks[i].ctx);
+                if (st == CRT_CHECK_DOWN) {
+                    if (app->checks[i].critical)
+                        unready = true;
+                    else
+                        degraded = true;
+                }
+            }
+        }
+        crt_buf_printf(b, "%s\"%s\":\"%s\"", w ? "," : "", want[w], names[st]);
+    }
+    crt_buf_puts(b, "}}");
+    const char *status = unready ? "unready" : degraded ? "degraded" : "ready";
+    char head[48];
+    int hn = snprintf(head, sizeof head, "{\"status\":\"%s\"", status);
+    /* Prepend the status: the checks part is short, so shift it. */
+    crt_buf_reserve(b, (size_t)hn);
+    memmove(b->data + hn, b->data, b->len);
+    memcpy(b->data, head, (size_t)hn);
+    b->len += (size_t)hn;
+    crt_req_respond(req, unready ? 503 : 200, "application/json", b->data, b->len);
+}
+
+static void on_metrics(crt_req *req, void *ctx)
+{
+    crt_app *app = ctx;
+    crt_buf *b = &req->resp_body;
+    crt_buf_reset(b);
+    crt_metrics_render(app->metrics, b);
+    crt_req_respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", b->data, b->len);
+}
+
+static double gauge_open_conns(void *ctx)
+{
+    crt_app *app = ctx;
+    return (double)crt_server_open_connections(app->server);
+}
+
+static double gauge_rejected(void *ctx)
+{
+    crt_app *app = ctx;
+    return (double)crt_server_rejected_connections(app->server);
+}
+
+static double gauge_log_dropped(void *ctx)
+{
+    (void)ctx;
+    return (double)crt_log_dropped();
+}
+
+/* ---- CORS ------------------------------------------------------------------------------ */
+
+static bool origin_allowed(crt_app *app, crt_span origin, bool *wildcard)
+{
+    *wildcard = false;
+    for (size_t off = 0; off < app->cors_origins.len;) {
+        const char *o = app->cors_origins.data + off;
+        size_t n = strlen(o);
+        if (n == 1 && o[0] == '*') {
+            *wildcard = true;
+            return true;
+        }
+        if (crt_span_eq(origin, o, n))
+            return true;
+        off += n + 1;
+    }
+    return false;
+}
+
+static bool app_pre(crt_req *req, void *ctx)
+{
+    crt_app *app = ctx;
+    if (!app->cfg->enable_cors)
+        return false;
+    crt_span origin = crt_req_header(req, "Origin");
+    if (!origin.len)
+        return false;
+    bool wildcard;
+    if (!origin_allowed(app, origin, &wildcard))
+        return false;
+    if (wildcard)
+        crt_req_add_header(req, "Access-Control-Allow-Origin", "*", 1);
+    else {
+        crt_req_add_header(req, "Access-Control-Allow-Origin", origin.p, origin.len);
+        crt_req_add_header(req, "Vary", "Origin", 6);
+    }
+    crt_req_add_header(req, "Access-Control-Expose-Headers",
+                       "X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After",
+                       strlen("X-Request-Id, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset, Retry-After"));
+    if (req->method == HTTP_OPTIONS && crt_req_header(req, "Access-Control-Request-Method").len) {
+        static const char methods[] = "GET, HEAD, POST, PUT, DELETE, OPTIONS";
+        static const char headers[] = "Authorization, Content-Type, Accept, X-Request-Id";
+        crt_req_add_header(req, "Access-Control-Allow-Methods", methods, sizeof methods - 1);
+        crt_req_add_header(req, "Access-Control-Allow-Headers", headers, sizeof headers - 1);
+        crt_req_add_header(req, "Access-Control-Max-Age", "600", 3);
+        crt_req_respond(req, 204, NULL, NULL, 0);
+        return true;
+    }
+    return false;
+}
+
+/* ---- access log and metrics ----------------------------------------------------------- */
+
+static void app_done(const crt_req *req, uint64_t dur_ns, void *ctx)
+{
+    crt_app *app = ctx;
+    const char *method = req->method_name.len ? req->method_name.p : "-";
+    crt_metrics_request(app->metrics, req->route_name, method, req->status, dur_ns);
+    if (crt_log_enabled(CRT_LOG_INFO)) {
+        CRT_LOGF(CRT_LOG_INFO, "request", CRT_LS("method", method), CRT_LS("route", req->route_name),
+                 CRT_LSN("path", req->path.p, req->path.len), CRT_LI("status", req->status),
+                 CRT_LI("bytes", req->resp_body_len), CRT_LD("duration_ms", (double)dur_ns / 1e6),
+                 CRT_LSN("request_id", req->request_id, req->request_id_len), CRT_LS("client", req->client_ip));
+    }
+}
+
+/* ---- signals ------------------------------------------------------------------------------ */
+
+static void app_on_server_down(crt_server *s)
+{
+    (void)s;
+    CRT_LOGF(CRT_LOG_INFO, "server stopped");
+}
+
+void crt_app_stop(crt_app *app)
+{
+    if (app->stopping)
+        return;
+    app->stopping = true;
+    CRT_LOGF(CRT_LOG_INFO, "shutting down: finishing in-flight requests",
+             CRT_LI("deadline_ms", app->cfg->shutdown_timeout_ms));
+    uv_signal_stop(&app->sigterm);
+    uv_signal_stop(&app->sigint);
+    uv_close((uv_handle_t *)&app->sigterm, NULL);
+    uv_close((uv_handle_t *)&app->sigint, NULL);
+    crt_server_shutdown(app->server, app->cfg->shutdown_timeout_ms, app_on_server_down);
+    if (app->runtime)
+        crt_runtime_shutdown(app->runtime);
+}
+
+static void app_on_signal(uv_signal_t *h, int signum)
+{
+    crt_app *app = h->data;
+    CRT_LOGF(CRT_LOG_INFO, "signal received", CRT_LS("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"));
+    crt_app_stop(app);
+}
+
+int crt_app_add_ready_check(crt_app *app, const char *name, crt_check_fn fn, void *ctx, bool critical)
+{
+    if (app->nchecks == CRT_MAX_READY_CHECKS)
+        return CRT_ELIMIT;
+    app->checks[app->nchecks++] = (crt_ready_check){name, fn, ctx, critical};
+    return 0;
+}
+
+int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg)
+{
+    memset(app, 0, sizeof *app);
+    app->loop = loop;
+    app->cfg = cfg;
+    app->router = crt_router_new();
+    app->metrics = crt_metrics_new();
+    if (!app->router || !app->metrics)
+        return CRT_ENOMEM;
+    /* Allowed origins as NUL-separated strings. */
+    crt_buf_init(&app->cors_origins);
+    const char *p = cfg->allowed_origins ? cfg->allowed_origins : "";
+    while (*p) {
+        while (*p == ',' || *p == ' ')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n) {
+            crt_buf_append(&app->cors_origins, p, n);
+            crt_buf_putc(&app->cors_origins, '\0');
+        }
+        p += n;
+    }
+    crt_server_opts so = {
+        .host = cfg->host,
+        .port = (int)cfg->port,
+        .read_timeout_ms = cfg->read_timeout_ms,
+        .write_timeout_ms = cfg->write_timeout_ms,
+        .idle_timeout_ms = cfg->idle_timeout_ms,
+        .max_body_bytes = (size_t)cfg->max_body_bytes,
+        .max_connections = (size_t)cfg->max_connections,
+    };
+    app->server = crt_server_new(loop, &so, app->router);
+    if (!app->server)
+        return CRT_ENOMEM;
+    crt_server_set_hooks(app->server, app_pre, app_done, app);
+    crt_router_add(app->router, "GET", "/health", on_health, app);
+    crt_router_add(app->router, "GET", "/ready", on_ready, app);
+    crt_router_add(app->router, "GET", "/metrics", on_metrics, app);
+    crt_metrics_gauge(app->metrics, "cronium_runtime_open_connections", "Open client connections.", "",
+                      gauge_open_conns, app);
+    crt_metrics_gauge(app->metrics, "cronium_runtime_rejected_connections_total",
+                      "Connections answered 503 because maxConnections was reached.", "", gauge_rejected, app);
+    crt_metrics_gauge(app->metrics, "cronium_runtime_log_lines_dropped_total",
+                      "Log lines dropped because stderr could not keep up.", "", gauge_log_dropped, app);
+    app->runtime = crt_runtime_new(app);
+    if (!app->runtime)
+        return CRT_EINVAL;
+    return 0;
+}
+
+int crt_app_start(crt_app *app)
+{
+    int rc = crt_server_listen(app->server);
+    if (rc < 0)
+        return rc;
+    uv_signal_init(app->loop, &app->sigterm);
+    uv_signal_init(app->loop, &app->sigint);
+    app->sigterm.data = app->sigint.data = app;
+    uv_signal_start(&app->sigterm, app_on_signal, SIGTERM);
+    uv_signal_start(&app->sigint, app_on_signal, SIGINT);
+    return crt_runtime_start(app->runtime);
+}
+
+void crt_app_fini(crt_app *app)
+{
+    crt_runtime_free(app->runtime);
+    crt_server_free(app->server);
+    crt_router_free(app->router);
+    crt_metrics_free(app->metrics);
+    crt_buf_fini(&app->cors_origins);
+}

@@ -1,0 +1,615 @@
+/* The settings table and its loaders: YAML (libyaml), environment, validation. */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+#include "cronium/config.h"
+#include "cronium/log.h"
+
+#define OFF(f) offsetof(crt_config, f)
+#define DAY_MS (24LL * 3600 * 1000)
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"json", "text", NULL};
+
+static const crt_config_opt opts[] = {
+    {"server", "host", "HOST", CRT_CT_STR, "0.0.0.0", 0, 0, OFF(host), NULL, "Address to listen on."},
+    {"server", "port", "PORT", CRT_CT_INT, "8081", 1, 65535, OFF(port), NULL, "TCP port (SO_REUSEPORT: several processes may share it)."},
+    {"server", "readTimeout", "READ_TIMEOUT", CRT_CT_DUR, "30s", 1, DAY_MS, OFF(read_timeout_ms), NULL, "Time allowed for a request head (and body) to arrive."},
+    {"server", "writeTimeout", "WRITE_TIMEOUT", CRT_CT_DUR, "30s", 1, DAY_MS, OFF(write_timeout_ms), NULL, "A response write that makes no progress for this long is dropped."},
+    {"server", "idleTimeout", "IDLE_TIMEOUT", CRT_CT_DUR, "120s", 1, DAY_MS, OFF(idle_timeout_ms), NULL, "Idle keep-alive connections are closed after this."},
+    {"server", "shutdownTimeout", "SHUTDOWN_TIMEOUT", CRT_CT_DUR, "10s", 0, DAY_MS, OFF(shutdown_timeout_ms), NULL, "On SIGTERM, how long in-flight requests may take to finish."},
+    {"server", "maxBodyBytes", "MAX_BODY_BYTES", CRT_CT_INT, "1048576", 1, 1LL << 30, OFF(max_body_bytes), NULL, "Largest request body accepted (413 above)."},
+    {"server", "maxConnections", "MAX_CONNECTIONS", CRT_CT_INT, "10000", 1, 1000000, OFF(max_connections), NULL, "Open connections allowed; the newest past it gets 503."},
+    {"auth", "jwtSecret", "JWT_SECRET", CRT_CT_SECRET, NULL, 0, 0, OFF(jwt_secret), NULL, "HMAC secret of execution tokens. Required outside dev mode."},
+    {"auth", "issuer", "JWT_ISSUER", CRT_CT_STR, NULL, 0, 0, OFF(jwt_issuer), NULL, "If set, a token's iss must equal it."},
+    {"auth", "leeway", "JWT_LEEWAY", CRT_CT_DUR, "30s", 0, 3600000, OFF(jwt_leeway_ms), NULL, "Clock skew allowed for exp, nbf and iat."},
+    {"auth", "algorithms", "JWT_ALGORITHMS", CRT_CT_STR, "HS256", 0, 0, OFF(jwt_algorithms), NULL, "Accepted algorithms, a comma list of HS256, HS384, HS512."},
+    {"cache", "url", "VALKEY_URL", CRT_CT_STR, NULL, 0, 0, OFF(cache_url), NULL, "valkey://, redis:// or unix:// URL of Valkey. Unset: no cache."},
+    {"cache", "password", "VALKEY_PASSWORD", CRT_CT_SECRET, NULL, 0, 0, OFF(cache_password), NULL, "Valkey password (overrides the URL's)."},
+    {"cache", "db", "VALKEY_DB", CRT_CT_INT, NULL, 0, 1000000, OFF(cache_db), NULL, "Valkey database number (overrides the URL's)."},
+    {"cache", "ttl", "CACHE_TTL", CRT_CT_DUR, "2h", 1000, 30 * DAY_MS, OFF(cache_ttl_ms), NULL, "Lifetime of cached context, output, condition and variables."},
+    {"cache", "timeout", "VALKEY_TIMEOUT", CRT_CT_DUR, "500ms", 1, 60000, OFF(cache_timeout_ms), NULL, "Connect and per-command timeout for Valkey."},
+    {"cache", "lockTtl", "LOCK_TTL", CRT_CT_DUR, "5s", 100, 600000, OFF(lock_ttl_ms), NULL, "Lifetime of a variable lock (atomic increment)."},
+    {"backend", "url", "BACKEND_URL", CRT_CT_STR, NULL, 0, 0, OFF(backend_url), NULL, "Base URL of the Cronium backend. Unset: dev mode."},
+    {"backend", "token", "BACKEND_TOKEN", CRT_CT_SECRET, NULL, 0, 0, OFF(backend_token), NULL, "Bearer token for the backend's internal API."},
+    {"backend", "timeout", "BACKEND_TIMEOUT", CRT_CT_DUR, "10s", 1, 600000, OFF(backend_timeout_ms), NULL, "Timeout of one backend attempt."},
+    {"backend", "maxRetries", "BACKEND_MAX_RETRIES", CRT_CT_INT, "3", 0, 20, OFF(backend_max_retries), NULL, "Retries after a failed backend attempt."},
+    {"backend", "retryDelay", "BACKEND_RETRY_DELAY", CRT_CT_DUR, "100ms", 1, 60000, OFF(backend_retry_delay_ms), NULL, "Base of the exponential backoff between retries."},
+    {"backend", "maxConcurrent", "BACKEND_MAX_CONCURRENT", CRT_CT_INT, "256", 1, 100000, OFF(backend_max_concurrent), NULL, "Backend transfers in flight at once; more wait in a queue."},
+    {"security", "rateLimitPerMin", "RATE_LIMIT_PER_MIN", CRT_CT_INT, "1000", 1, 1000000000, OFF(rate_limit_per_min), NULL, "Requests per minute per execution (token bucket refill)."},
+    {"security", "rateLimitBurst", "RATE_LIMIT_BURST", CRT_CT_INT, "100", 1, 1000000000, OFF(rate_limit_burst), NULL, "Token bucket size per execution."},
+    {"security", "authFailuresPerMin", "AUTH_FAILURES_PER_MIN", CRT_CT_INT, "60", 1, 1000000000, OFF(auth_failures_per_min), NULL, "Authentication failures per minute per client address before 429."},
+    {"security", "enableCors", "ENABLE_CORS", CRT_CT_BOOL, "false", 0, 0, OFF(enable_cors), NULL, "Answer CORS preflights and add CORS headers."},
+    {"security", "allowedOrigins", "ALLOWED_ORIGINS", CRT_CT_STR, "*", 0, 0, OFF(allowed_origins), NULL, "Comma list of allowed origins, or *."},
+    {"logging", "level", "LOG_LEVEL", CRT_CT_ENUM, "info", 0, 0, OFF(log_level), log_levels, "debug, info, warn or error."},
+    {"logging", "format", "LOG_FORMAT", CRT_CT_ENUM, "json", 0, 0, OFF(log_format), log_formats, "json (one object a line) or text."},
+};
+
+const crt_config_opt *crt_config_table(size_t *n)
+{
+    *n = CRT_ARRAY_LEN(opts);
+    return opts;
+}
+
+/* ---- scalar parsers ------------------------------------------------------ */
+
+int crt_parse_int(const char *s, int64_t *v)
+{
+    if (!s || !*s)
+        return CRT_EINVAL;
+    errno = 0;
+    char *end;
+    long long x = strtoll(s, &end, 10);
+    if (errno || *end || isspace((unsigned char)*s))
+        return CRT_EINVAL;
+    *v = x;
+    return 0;
+}
+
+int crt_parse_bool(const char *s, bool *v)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"};
+    static const char *const no[] = {"false", "0", "no", "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(s, yes[i]) == 0) { *v = true; return 0; }
+        if (strcasecmp(s, no[i]) == 0) { *v = false; return 0; }
+    }
+    return CRT_EINVAL;
+}
+
+int crt_parse_duration(const char *s, uint64_t *ms)
+{
+    if (!s || !*s)
+        return CRT_EINVAL;
+    const char *p = s;
+    uint64_t total = 0;
+    bool bare = true;
+    for (const char *q = s; *q; q++)
+        if (!isdigit((unsigned char)*q))
+            bare = false;
+    if (bare) {
+        int64_t secs;
+        if (crt_parse_int(s, &secs) || secs < 0 || secs > (int64_t)(UINT64_MAX / 1000 / 2))
+            return CRT_EINVAL;
+        *ms = (uint64_t)secs * 1000;
+        return 0;
+    }
+    while (*p) {
+        if (!isdigit((unsigned char)*p))
+            return CRT_EINVAL;
+        uint64_t n = 0;
+        while (isdigit((unsigned char)*p)) {
+            n = n * 10 + (uint64_t)(*p - '0');
+            if (n > 1000000000000ULL)
+                return CRT_EINVAL;
+            p++;
+        }
+        uint64_t unit;
+        if (p[0] == 'm' && p[1] == 's') { unit = 1; p += 2; }
+        else if (*p == 'h') { unit = 3600000; p++; }
+        else if (*p == 'm') { unit = 60000; p++; }
+        else if (*p == 's') { unit = 1000; p++; }
+        else return CRT_EINVAL;
+        total += n * unit;
+        if (total > 1000000000000000ULL)
+            return CRT_EINVAL;
+    }
+    *ms = total;
+    return 0;
+}
+
+/* ---- ${VAR} expansion ----------------------------------------------------- */
+
+char *crt_config_expand(const char *s, crt_buf *err)
+{
+    crt_buf out;
+    crt_buf_init(&out);
+    for (const char *p = s; *p;) {
+        if (p[0] == '$' && p[1] == '{') {
+            const char *close = strchr(p + 2, '}');
+            if (!close) {
+                crt_buf_printf(err, "unterminated ${ in \"%s\"", s);
+                crt_buf_fini(&out);
+                return NULL;
+            }
+            char name[256];
+            size_t n = (size_t)(close - p - 2);
+            if (n == 0 || n >= sizeof name) {
+                crt_buf_printf(err, "bad variable reference in \"%s\"", s);
+                crt_buf_fini(&out);
+                return NULL;
+            }
+            memcpy(name, p + 2, n);
+            name[n] = '\0';
+            const char *def = NULL;
+            char *dash = strstr(name, ":-");
+            if (dash) {
+                *dash = '\0';
+                def = dash + 2;
+            }
+            const char *v = getenv(name);
+            if (!v || (!*v && def))
+                v = def ? def : "";
+            crt_buf_puts(&out, v);
+            p = close + 1;
+        } else {
+            crt_buf_putc(&out, *p++);
+        }
+    }
+    crt_buf_cstr(&out);
+    return out.data ? out.data : strdup("");
+}
+
+/* ---- applying one value ----------------------------------------------------- */
+
+static int read_secret_file(const char *path, char **out, crt_buf *err, const char *what)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        crt_buf_printf(err, "%s: cannot read \"%s\": %s", what, path, strerror(errno));
+        return CRT_EINVAL;
+    }
+    crt_buf b;
+    crt_buf_init(&b);
+    char tmp[4096];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len < (1u << 20))
+        crt_buf_append(&b, tmp, n);
+    fclose(f);
+    while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
+        b.len--;
+    crt_buf_cstr(&b);
+    *out = b.data ? b.data : strdup("");
+    return 0;
+}
+
+static int apply(crt_config *c, const crt_config_opt *o, const char *val, const char *source, crt_buf *err)
+{
+    char *base = (char *)c + o->offset;
+    switch (o->type) {
+    case CRT_CT_STR:
+    case CRT_CT_SECRET: {
+        char **dst = (char **)base;
+        free(*dst);
+        *dst = strdup(val);
+        return *dst ? 0 : CRT_ENOMEM;
+    }
+    case CRT_CT_INT: {
+        int64_t v;
+        if (crt_parse_int(val, &v)) {
+            crt_buf_printf(err, "%s (%s.%s): \"%s\" is not an integer", source, o->section, o->name, val);
+            return CRT_EINVAL;
+        }
+        if (v < o->min || v > o->max) {
+            crt_buf_printf(err, "%s (%s.%s): %s is out of range [%lld, %lld]", source, o->section, o->name,
+                           val, (long long)o->min, (long long)o->max);
+            return CRT_ERANGE;
+        }
+        *(int64_t *)base = v;
+        return 0;
+    }
+    case CRT_CT_DUR: {
+        uint64_t ms;
+        if (crt_parse_duration(val, &ms)) {
+            crt_buf_printf(err, "%s (%s.%s): \"%s\" is not a duration (examples: 300, 30s, 5m, 1h30m, 250ms)",
+                           source, o->section, o->name, val);
+            return CRT_EINVAL;
+        }
+        if ((int64_t)ms < o->min || (int64_t)ms > o->max) {
+            crt_buf_printf(err, "%s (%s.%s): \"%s\" is out of range [%lldms, %lldms]", source, o->section,
+                           o->name, val, (long long)o->min, (long long)o->max);
+            return CRT_ERANGE;
+        }
+        *(uint64_t *)base = ms;
+        return 0;
+    }
+    case CRT_CT_BOOL: {
+        bool v;
+        if (crt_parse_bool(val, &v)) {
+            crt_buf_printf(err, "%s (%s.%s): \"%s\" is not a boolean (true or false)", source, o->section,
+                           o->name, val);
+            return CRT_EINVAL;
+        }
+        *(bool *)base = v;
+        return 0;
+    }
+    case CRT_CT_ENUM:
+        for (int64_t i = 0; o->choices[i]; i++) {
+            if (strcasecmp(val, o->choices[i]) == 0) {
+                *(int64_t *)base = i;
+                return 0;
+            }
+        }
+        crt_buf_printf(err, "%s (%s.%s): \"%s\" is not one of", source, o->section, o->name, val);
+        for (int i = 0; o->choices[i]; i++)
+            crt_buf_printf(err, "%s %s", i ? "," : "", o->choices[i]);
+        return CRT_EINVAL;
+    }
+    return CRT_EINVAL;
+}
+
+int crt_config_defaults(crt_config *c, crt_buf *err)
+{
+    memset(c, 0, sizeof *c);
+    c->cache_db = -1;
+    for (size_t i = 0; i < CRT_ARRAY_LEN(opts); i++) {
+        if (opts[i].def && apply(c, &opts[i], opts[i].def, "default", err))
+            return CRT_EINVAL;
+    }
+    return 0;
+}
+
+/* ---- YAML -------------------------------------------------------------------- */
+
+static const crt_config_opt *find_yaml(const char *section, const char *name, bool *is_file)
+{
+    *is_file = false;
+    for (size_t i = 0; i < CRT_ARRAY_LEN(opts); i++) {
+        const crt_config_opt *o = &opts[i];
+        if (strcmp(o->section, section) != 0)
+            continue;
+        if (strcmp(o->name, name) == 0)
+            return o;
+        size_t n = strlen(o->name);
+        if (o->type == CRT_CT_SECRET && strncmp(name, o->name, n) == 0 && strcmp(name + n, "File") == 0) {
+            *is_file = true;
+            return o;
+        }
+    }
+    return NULL;
+}
+
+static int yaml_apply(crt_config *c, const char *section, const char *key, const char *raw, crt_buf *err)
+{
+    bool is_file;
+    const crt_config_opt *o = find_yaml(section, key, &is_file);
+    if (!o) {
+        crt_buf_printf(err, "config file: unknown setting %s.%s", section, key);
+        return CRT_EINVAL;
+    }
+    char *val = crt_config_expand(raw, err);
+    if (!val)
+        return CRT_EINVAL;
+    char where[160];
+    snprintf(where, sizeof where, "config file %s.%s", section, key);
+    int rc;
+    if (is_file) {
+        char *secret = NULL;
+        rc = read_secret_file(val, &secret, err, where);
+        if (rc == 0)
+            rc = apply(c, o, secret, where, err);
+        free(secret);
+    } else {
+        rc = apply(c, o, val, where, err);
+    }
+    free(val);
+    return rc;
+}
+
+int crt_config_load_yaml(crt_config *c, const char *text, size_t len, crt_buf *err)
+{
+    yaml_parser_t p;
+    yaml_event_t ev;
+    if (!yaml_parser_initialize(&p))
+        return CRT_ENOMEM;
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+
+    /* depth 1: root mapping (keys are sections); depth 2: a section's mapping. */
+    int depth = 0, rc = 0;
+    bool done = false, want_key = true;
+    char section[64] = "", key[64] = "";
+    crt_buf seq;            /* a sequence value is joined with commas */
+    bool in_seq = false;
+    crt_buf_init(&seq);
+
+    while (!done && rc == 0) {
+        if (!yaml_parser_parse(&p, &ev)) {
+            crt_buf_printf(err, "config file: YAML error at line %zu: %s", p.problem_mark.line + 1,
+                           p.problem ? p.problem : "syntax error");
+            rc = CRT_EINVAL;
+            break;
+        }
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = true;
+            break;
+        case YAML_MAPPING_START_EVENT:
+            if (depth >= 2 || (depth == 1 && want_key)) {
+                crt_buf_printf(err, "config file: unexpected nested mapping under %s.%s", section, key);
+                rc = CRT_EINVAL;
+            }
+            depth++;
+            want_key = true;
+            break;
+        case YAML_MAPPING_END_EVENT:
+            depth--;
+            want_key = true;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+            if (depth != 2 || want_key || in_seq) {
+                crt_buf_printf(err, "config file: unexpected list near %s", section);
+                rc = CRT_EINVAL;
+            }
+            in_seq = true;
+            crt_buf_reset(&seq);
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+            in_seq = false;
+            rc = yaml_apply(c, section, key, crt_buf_cstr(&seq), err);
+            want_key = true;
+            break;
+        case YAML_SCALAR_EVENT: {
+            const char *v = (const char *)ev.data.scalar.value;
+            if (in_seq) {
+                if (seq.len)
+                    crt_buf_putc(&seq, ',');
+                crt_buf_puts(&seq, v);
+            } else if (depth == 1) {
+                if (!want_key) {
+                    crt_buf_printf(err, "config file: section %s must be a mapping", section);
+                    rc = CRT_EINVAL;
+                }
+                snprintf(section, sizeof section, "%s", v);
+                want_key = false;
+            } else if (depth == 2 && want_key) {
+                snprintf(key, sizeof key, "%s", v);
+                want_key = false;
+            } else if (depth == 2) {
+                rc = yaml_apply(c, section, key, v, err);
+                want_key = true;
+            } else if (depth == 0 && *v) {
+                crt_buf_puts(err, "config file: the document must be a mapping of sections");
+                rc = CRT_EINVAL;
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    crt_buf_fini(&seq);
+    yaml_parser_delete(&p);
+    return rc;
+}
+
+/* ---- environment ----------------------------------------------------------- */
+
+static void snake_upper(const char *camel, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (const char *p = camel; *p && o + 2 < cap; p++) {
+        if (isupper((unsigned char)*p) && p != camel)
+            out[o++] = '_';
+        out[o++] = (char)toupper((unsigned char)*p);
+    }
+    out[o] = '\0';
+}
+
+static const char *env_get(char *const *envp, const char *name)
+{
+    size_t n = strlen(name);
+    for (char *const *e = envp; e && *e; e++)
+        if (strncmp(*e, name, n) == 0 && (*e)[n] == '=')
+            return *e + n + 1;
+    return NULL;
+}
+
+int crt_config_load_env(crt_config *c, char *const *envp, crt_buf *err)
+{
+    for (size_t i = 0; i < CRT_ARRAY_LEN(opts); i++) {
+        const crt_config_opt *o = &opts[i];
+        char sec[64], nm[64], names[3][160];
+        snake_upper(o->section, sec, sizeof sec);
+        snake_upper(o->name, nm, sizeof nm);
+        /* Increasing priority: the most specific name wins. */
+        snprintf(names[0], sizeof names[0], "%s", o->env);
+        snprintf(names[1], sizeof names[1], "RUNTIME_%s", o->env);
+        snprintf(names[2], sizeof names[2], "RUNTIME_%s_%s", sec, nm);
+        const char *val = NULL, *from = NULL;
+        bool from_file = false;
+        for (int k = 0; k < 3; k++) {
+            const char *v = env_get(envp, names[k]);
+            if (v) {
+                val = v;
+                from = names[k];
+                from_file = false;
+            } else if (o->type == CRT_CT_SECRET) {
+                char fname[512];
+                snprintf(fname, sizeof fname, "%s_FILE", names[k]);
+                if ((v = env_get(envp, fname)) != NULL) {
+                    val = v;
+                    from = names[k];
+                    from_file = true;
+                }
+            }
+        }
+        if (!val)
+            continue;
+        int rc;
+        if (from_file) {
+            char *secret = NULL, what[512];
+            snprintf(what, sizeof what, "%s_FILE", from);
+            rc = read_secret_file(val, &secret, err, what);
+            if (rc == 0)
+                rc = apply(c, o, secret, what, err);
+            free(secret);
+        } else {
+            rc = apply(c, o, val, from, err);
+        }
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int crt_config_validate(crt_config *c, crt_buf *err)
+{
+    if (!c->backend_url || !*c->backend_url)
+        c->dev = true;
+    if (!c->dev && (!c->jwt_secret || !*c->jwt_secret)) {
+        crt_buf_puts(err, "auth.jwtSecret (JWT_SECRET): required outside dev mode");
+        return CRT_EINVAL;
+    }
+    if (c->jwt_secret && *c->jwt_secret && strlen(c->jwt_secret) < 16 && !c->dev) {
+        crt_buf_puts(err, "auth.jwtSecret (JWT_SECRET): shorter than 16 bytes");
+        return CRT_EINVAL;
+    }
+    /* algorithms: each must be a known HMAC */
+    char *list = strdup(c->jwt_algorithms ? c->jwt_algorithms : "");
+    if (!list)
+        return CRT_ENOMEM;
+    int n = 0;
+    for (char *save = NULL, *t = strtok_r(list, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
+        if (strcmp(t, "HS256") && strcmp(t, "HS384") && strcmp(t, "HS512")) {
+            crt_buf_printf(err, "auth.algorithms (JWT_ALGORITHMS): \"%s\" is not one of HS256, HS384, HS512", t);
+            free(list);
+            return CRT_EINVAL;
+        }
+        n++;
+    }
+    free(list);
+    if (n == 0) {
+        crt_buf_puts(err, "auth.algorithms (JWT_ALGORITHMS): empty");
+        return CRT_EINVAL;
+    }
+    if (c->backend_url && *c->backend_url && strncmp(c->backend_url, "http://", 7) &&
+        strncmp(c->backend_url, "https://", 8)) {
+        crt_buf_printf(err, "backend.url (BACKEND_URL): \"%s\" is not an http:// or https:// URL", c->backend_url);
+        return CRT_EINVAL;
+    }
+    if (c->cache_url && *c->cache_url && strncmp(c->cache_url, "redis://", 8) &&
+        strncmp(c->cache_url, "valkey://", 9) && strncmp(c->cache_url, "rediss://", 9) &&
+        strncmp(c->cache_url, "valkeys://", 10) && strncmp(c->cache_url, "unix://", 7)) {
+        crt_buf_printf(err, "cache.url (VALKEY_URL): \"%s\" is not a valkey://, redis:// or unix:// URL", c->cache_url);
+        return CRT_EINVAL;
+    }
+    return 0;
+}
+
+static int load_file(crt_config *c, const char *path, crt_buf *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        crt_buf_printf(err, "config file \"%s\": %s", path, strerror(errno));
+        return CRT_EINVAL;
+    }
+    crt_buf b;
+    crt_buf_init(&b);
+    char tmp[8192];
+    size_t n;
+    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
+        crt_buf_append(&b, tmp, n);
+    fclose(f);
+    int rc = crt_config_load_yaml(c, b.data ? b.data : "", b.len, err);
+    crt_buf_fini(&b);
+    return rc;
+}
+
+int crt_config_load(crt_config *c, const char *config_file, char *const *envp, crt_buf *err)
+{
+    int rc = crt_config_defaults(c, err);
+    if (rc)
+        return rc;
+    if (!config_file)
+        config_file = env_get(envp, "CONFIG_FILE");
+    if (config_file && *config_file) {
+        c->config_file = strdup(config_file);
+        if ((rc = load_file(c, config_file, err)))
+            return rc;
+    }
+    if ((rc = crt_config_load_env(c, envp, err)))
+        return rc;
+    return crt_config_validate(c, err);
+}
+
+void crt_config_fini(crt_config *c)
+{
+    for (size_t i = 0; i < CRT_ARRAY_LEN(opts); i++) {
+        if (opts[i].type == CRT_CT_STR || opts[i].type == CRT_CT_SECRET) {
+            char **p = (char **)((char *)c + opts[i].offset);
+            free(*p);
+            *p = NULL;
+        }
+    }
+    free(c->dev_context);
+    free(c->config_file);
+    c->dev_context = c->config_file = NULL;
+}
+
+static void print_duration(crt_buf *out, uint64_t ms)
+{
+    if (ms == 0) {
+        crt_buf_puts(out, "0s");
+        return;
+    }
+    uint64_t h = ms / 3600000, m = ms / 60000 % 60, s = ms / 1000 % 60, r = ms % 1000;
+    if (h) crt_buf_printf(out, "%lluh", (unsigned long long)h);
+    if (m) crt_buf_printf(out, "%llum", (unsigned long long)m);
+    if (s) crt_buf_printf(out, "%llus", (unsigned long long)s);
+    if (r) crt_buf_printf(out, "%llums", (unsigned long long)r);
+}
+
+void crt_config_print(const crt_config *c, crt_buf *out)
+{
+    const char *section = "";
+    for (size_t i = 0; i < CRT_ARRAY_LEN(opts); i++) {
+        const crt_config_opt *o = &opts[i];
+        const char *base = (const char *)c + o->offset;
+        if (strcmp(section, o->section) != 0) {
+            section = o->section;
+            crt_buf_printf(out, "%s:\n", section);
+        }
+        crt_buf_printf(out, "  %s: ", o->name);
+        switch (o->type) {
+        case CRT_CT_STR: {
+            const char *s = *(char *const *)base;
+            if (s)
+                crt_buf_json_str(out, s, strlen(s));
+            else
+                crt_buf_puts(out, "null");
+            break;
+        }
+        case CRT_CT_SECRET:
+            crt_buf_puts(out, *(char *const *)base ? "\"<redacted>\"" : "null");
+            break;
+        case CRT_CT_INT: {
+            int64_t v = *(const int64_t *)base;
+            if (v < 0 && o->min >= 0)
+                crt_buf_puts(out, "null");
+            else
+                crt_buf_put_i64(out, v);
+            break;
+        }
+        case CRT_CT_DUR: print_duration(out, *(const uint64_t *)base); break;
+        case CRT_CT_BOOL: crt_buf_puts(out, *(const bool *)base ? "true" : "false"); break;
+        case CRT_CT_ENUM: crt_buf_puts(out, o->choices[*(const int64_t *)base]); break;
+        }
+        crt_buf_putc(out, '\n');
+    }
+    crt_buf_printf(out, "# mode: %s\n", c->dev ? "dev (in-memory store, nothing persisted)" : "production");
+}
