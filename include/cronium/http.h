@@ -87,6 +87,25 @@ bool crt_req_detached(const crt_req *req);
 /* Reason phrase for a status code ("Not Found"). */
 const char *crt_http_reason(int status);
 
+/* What a response head says; formatting is a pure function (unit tested). */
+typedef struct crt_resp_head {
+    int status;
+    const char *date;               /* IMF-fixdate */
+    const char *content_type;       /* NULL: none */
+    size_t content_length;
+    const char *request_id;
+    size_t request_id_len;
+    bool keep_alive;
+    bool http10;                    /* the client spoke HTTP/1.0 */
+    const char *extra;              /* more header lines, each ending in CRLF */
+    size_t extra_len;
+} crt_resp_head;
+
+/* Appends the status line, headers and the blank line to o. */
+void crt_http_format_head(crt_buf *o, const crt_resp_head *h);
+/* Appends the API.md §3 error envelope to b. */
+void crt_http_error_body(crt_buf *b, int status, const char *code, const char *message);
+
 /* ---- router ------------------------------------------------------------------ */
 
 /* Patterns are paths with {name} segments capturing one segment each. */

@@ -87,32 +87,6 @@ static void server_maybe_done(crt_server *s);
 
 /* ---- small helpers --------------------------------------------------------------- */
 
-const char *crt_http_reason(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return status < 400 ? "OK" : status < 500 ? "Bad Request" : "Internal Server Error";
-    }
-}
-
 static crt_span hdr_name(const crt_req *r, const hdr_off *h) { return (crt_span){r->scratch.data + h->no, h->nl}; }
 static crt_span hdr_value(const crt_req *r, const hdr_off *h) { return (crt_span){r->scratch.data + h->vo, h->vl}; }
 
@@ -216,27 +190,19 @@ void crt_req_respond(crt_req *req, int status, const char *content_type, const c
 
     crt_buf *o = &c->out;
     crt_buf_reset(o);
-    crt_buf_puts(o, "HTTP/1.1 ");
-    crt_buf_put_u64(o, (uint64_t)status);
-    crt_buf_putc(o, ' ');
-    crt_buf_puts(o, crt_http_reason(status));
-    crt_buf_puts(o, "\r\nDate: ");
-    crt_buf_puts(o, server_date(s));
-    if (content_type) {
-        crt_buf_puts(o, "\r\nContent-Type: ");
-        crt_buf_puts(o, content_type);
-    }
-    crt_buf_puts(o, "\r\nContent-Length: ");
-    crt_buf_put_u64(o, len);
-    crt_buf_puts(o, "\r\nX-Request-Id: ");
-    crt_buf_append(o, req->request_id, req->request_id_len);
-    if (!req->keep_alive)
-        crt_buf_puts(o, "\r\nConnection: close");
-    else if (c->parser.http_minor == 0)
-        crt_buf_puts(o, "\r\nConnection: keep-alive");
-    crt_buf_puts(o, "\r\n");
-    crt_buf_append(o, req->resp_headers.data, req->resp_headers.len);
-    crt_buf_puts(o, "\r\n");
+    crt_resp_head h = {
+        .status = status,
+        .date = server_date(s),
+        .content_type = content_type,
+        .content_length = len,
+        .request_id = req->request_id,
+        .request_id_len = req->request_id_len,
+        .keep_alive = req->keep_alive,
+        .http10 = c->parser.http_minor == 0,
+        .extra = req->resp_headers.data,
+        .extra_len = req->resp_headers.len,
+    };
+    crt_http_format_head(o, &h);
     if (req->method == HTTP_HEAD)
         len = 0;
 
@@ -278,14 +244,7 @@ void crt_req_error(crt_req *req, int status, const char *code, const char *messa
 {
     crt_buf *b = &req->resp_body;
     crt_buf_reset(b);
-    crt_buf_puts(b, "{\"success\":false,\"error\":");
-    const char *reason = crt_http_reason(status);
-    crt_buf_json_str(b, reason, strlen(reason));
-    crt_buf_puts(b, ",\"message\":");
-    crt_buf_json_str(b, message, strlen(message));
-    crt_buf_puts(b, ",\"code\":");
-    crt_buf_json_str(b, code, strlen(code));
-    crt_buf_putc(b, '}');
+    crt_http_error_body(b, status, code, message);
     crt_req_respond(req, status, "application/json", b->data, b->len);
 }
 
