@@ -6,6 +6,7 @@
 #include <string.h>
 #include <strings.h>
 #include <yaml.h>
+#include "cronium/cache.h"
 #include "cronium/config.h"
 #include "cronium/log.h"
 
@@ -502,11 +503,12 @@ int crt_config_validate(crt_config *c, crt_buf *err)
         crt_buf_printf(err, "backend.url (BACKEND_URL): \"%s\" is not an http:// or https:// URL", c->backend_url);
         return CRT_EINVAL;
     }
-    if (c->cache_url && *c->cache_url && strncmp(c->cache_url, "redis://", 8) &&
-        strncmp(c->cache_url, "valkey://", 9) && strncmp(c->cache_url, "rediss://", 9) &&
-        strncmp(c->cache_url, "valkeys://", 10) && strncmp(c->cache_url, "unix://", 7)) {
-        crt_buf_printf(err, "cache.url (VALKEY_URL): \"%s\" is not a valkey://, redis:// or unix:// URL", c->cache_url);
-        return CRT_EINVAL;
+    if (c->cache_url && *c->cache_url) {
+        char msg[256];
+        if (crt_cache_check_url(c->cache_url, msg, sizeof msg)) {
+            crt_buf_puts(err, msg);
+            return CRT_EINVAL;
+        }
     }
     return 0;
 }

@@ -26,6 +26,7 @@ struct crt_conn {
     uv_tcp_t tcp;
     uv_timer_t timer;
     uv_write_t wreq;
+    uv_shutdown_t sreq;
     llhttp_t parser;
     crt_server *srv;
     crt_conn *prev, *next;          /* the server's list of connections */
@@ -37,6 +38,9 @@ struct crt_conn {
     bool msg_started;               /* bytes of the current request seen */
     bool close_after;               /* close once the current answer is out */
     bool eof;                       /* the client closed its side */
+    bool linger;                    /* unread input may follow: drain before closing */
+    bool lingering;                 /* our side is shut down; discarding input */
+    size_t lingered;
     int reject;                     /* status to answer a parse failure with */
     crt_buf in;                     /* received, not yet parsed */
     crt_buf out;                    /* response head, or unwritten rest */
@@ -80,6 +84,7 @@ static char read_buf[64 * 1024];    /* one loop, one reader at a time */
 
 static void conn_close(crt_conn *c);
 static void conn_drive(crt_conn *c);
+static void conn_update_reading(crt_conn *c);
 static void conn_finish_request(crt_conn *c);
 static void conn_arm_timer(crt_conn *c);
 static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
@@ -307,6 +312,37 @@ static void conn_maybe_free(crt_conn *c)
         conn_free(c);
 }
 
+/* Lingering close: after an error answer sent before the whole request was
+ * read, shut our side down and discard what the client still sends (bounded
+ * in bytes and time). Closing at once would make the kernel reset the
+ * connection and the client could lose the answer. */
+#define LINGER_MS 2000
+#define LINGER_MAX_BYTES (64u << 20)
+
+static void conn_on_shutdown(uv_shutdown_t *r, int status)
+{
+    crt_conn *c = crt_container_of(r, crt_conn, sreq);
+    if (status < 0)
+        conn_close(c);
+}
+
+static void conn_on_linger_timeout(uv_timer_t *t)
+{
+    conn_close(crt_container_of(t, crt_conn, timer));
+}
+
+static void conn_linger(crt_conn *c)
+{
+    c->lingering = true;
+    crt_buf_fini(&c->in);
+    if (uv_shutdown(&c->sreq, (uv_stream_t *)&c->tcp, conn_on_shutdown) < 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, conn_on_linger_timeout, LINGER_MS, 0);
+    conn_update_reading(c);
+}
+
 static void conn_finish_request(crt_conn *c)
 {
     crt_req *r = &c->req;
@@ -320,7 +356,10 @@ static void conn_finish_request(crt_conn *c)
         return;
     }
     if (!keep) {
-        conn_close(c);
+        if (c->linger && !c->eof)
+            conn_linger(c);
+        else
+            conn_close(c);
         return;
     }
     conn_arm_timer(c);
@@ -466,6 +505,7 @@ static void conn_reject(crt_conn *c, int status)
 {
     crt_req *r = &c->req;
     c->close_after = true;
+    c->linger = true;
     r->keep_alive = false;
     r->state = CRT_REQ_HANDLE;
     if (!r->start_ns)
@@ -488,7 +528,7 @@ static void conn_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 static void conn_update_reading(crt_conn *c)
 {
-    bool want = c->state == CONN_OPEN && !c->eof && c->in.len < CONN_MAX_PENDING_INPUT;
+    bool want = c->state == CONN_OPEN && !c->eof && (c->lingering || c->in.len < CONN_MAX_PENDING_INPUT);
     if (want && !c->reading)
         uv_read_start((uv_stream_t *)&c->tcp, conn_alloc, conn_on_read);
     else if (!want && c->reading)
@@ -535,6 +575,12 @@ static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     crt_conn *c = crt_container_of((uv_tcp_t *)st, crt_conn, tcp);
     if (nread == 0)
         return;
+    if (c->lingering) {
+        c->lingered += nread > 0 ? (size_t)nread : 0;
+        if (nread < 0 || c->lingered > LINGER_MAX_BYTES)
+            conn_close(c);
+        return;
+    }
     if (nread < 0) {
         bool busy = c->req.state == CRT_REQ_HANDLE || c->req.state == CRT_REQ_WRITE;
         if (nread == UV_EOF && busy) {

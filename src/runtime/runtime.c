@@ -219,11 +219,11 @@ static void on_store_done(void *ud, const crt_store_result *res)
     if (res->err) {
         switch (res->err) {
         case CRT_ENOTFOUND:
-            if (ep->kind == EP_INPUT || ep->kind == EP_OUTPUT_GET) {
-                call_ok(c, NULL, 0, false);     /* nothing: data left out */
-            } else if (res->not_found_kind == CRT_NF_EXECUTION) {
+            if (res->not_found_kind == CRT_NF_EXECUTION) {
                 call_error(c, 404, "execution_not_found", res->message ? res->message : "execution not found",
                            "not_found");
+            } else if (ep->kind == EP_INPUT || ep->kind == EP_OUTPUT_GET) {
+                call_ok(c, NULL, 0, false);     /* nothing: data left out */
             } else {
                 call_error(c, 404, "variable_not_found", "variable not found", "not_found");
             }

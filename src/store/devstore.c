@@ -73,7 +73,8 @@ static dev_exec *exec_get(devstore *ds, const crt_store_exec *x)
         return *slot;
     if (crt_map_size(ds->execs) >= DEV_MAX_EXECUTIONS)
         return NULL;
-    crt_context_defaults d = {x->execution_id, x->token_job_id, x->token_event_id,
+    crt_context_defaults d = {x->execution_id, x->token_job_id && *x->token_job_id ? x->token_job_id : NULL,
+                              x->token_event_id,
                               x->token_user_id && *x->token_user_id ? x->token_user_id : "dev-user"};
     dev_exec *e = exec_new("{}", 2, &d);
     if (!e)

@@ -1,0 +1,54 @@
+/* Client of the Cronium backend's internal API: libcurl multi driven by the
+ * libuv loop (one uv_poll per socket, one uv_timer for the multi).
+ *
+ * A request is retried on connect errors, timeouts, 429 and 502/503/504 with
+ * exponential backoff and jitter (Retry-After honoured), the body re-sent
+ * whole each time, all within a total deadline. Other statuses are final.
+ * Concurrent GETs of the same path share one transfer. */
+#ifndef CRONIUM_BACKEND_H
+#define CRONIUM_BACKEND_H
+
+#include <uv.h>
+#include "cronium/buf.h"
+#include "cronium/metrics.h"
+
+typedef struct crt_backend crt_backend;
+
+typedef struct crt_backend_opts {
+    const char *base_url;           /* no trailing slash needed */
+    const char *token;              /* Bearer token, may be NULL */
+    uint64_t attempt_timeout_ms;
+    int max_retries;
+    uint64_t retry_delay_ms;        /* backoff base */
+    uint64_t deadline_ms;           /* total, all attempts and waits */
+    long max_connections;           /* concurrent transfers; curl queues the rest */
+} crt_backend_opts;
+
+typedef struct crt_backend_resp {
+    int err;                        /* 0: got an HTTP answer; CRT_EUNAVAIL: gave up */
+    long status;                    /* HTTP status when err == 0 */
+    const char *body;               /* borrowed for the callback */
+    size_t len;
+    unsigned retry_after_s;         /* hint for our own 503 */
+    int attempts;
+} crt_backend_resp;
+
+typedef void (*crt_backend_cb)(void *ud, const crt_backend_resp *r);
+
+crt_backend *crt_backend_new(uv_loop_t *loop, const crt_backend_opts *o, crt_metrics *m);
+/* Starts a request. path is already percent-encoded (crt_backend_path_seg).
+ * body is copied. op names the operation in metrics ("get_variable"). GETs of
+ * the same path while one is in flight join it. cb runs exactly once, never
+ * before this call returns. Returns 0 or CRT_ENOMEM. */
+int crt_backend_request(crt_backend *b, const char *method, const char *path, const char *body, size_t len,
+                        const char *op, crt_backend_cb cb, void *ud);
+/* Appends "/" and seg percent-encoded (everything but unreserved bytes). */
+void crt_backend_path_seg(crt_buf *path, const char *seg, size_t n);
+/* Down after consecutive failures until a request gets through. */
+bool crt_backend_up(const crt_backend *b);
+size_t crt_backend_in_flight(const crt_backend *b);
+/* Stops everything: in-flight requests complete with CRT_EUNAVAIL; handles
+ * close; the object is freed when the last close callback has run. */
+void crt_backend_free(crt_backend *b);
+
+#endif

@@ -1,0 +1,46 @@
+/* Valkey (Redis protocol) client: one hiredis async connection on the loop,
+ * shared (so pipelined) by every request. Adds what hiredis 0.14 lacks: a
+ * connect timeout, a per-command timeout (a timer over the oldest pending
+ * command), asynchronous name resolution, and reconnection with backoff.
+ * While the connection is not ready, commands fail at once so callers go
+ * straight to the backend. Handlers never see hiredis types. */
+#ifndef CRONIUM_CACHE_H
+#define CRONIUM_CACHE_H
+
+#include <uv.h>
+#include "cronium/metrics.h"
+
+typedef struct crt_cache crt_cache;
+
+typedef enum { CRT_CACHE_NIL, CRT_CACHE_STR, CRT_CACHE_INT, CRT_CACHE_STATUS, CRT_CACHE_ERROR } crt_cache_type;
+
+typedef struct crt_cache_reply {
+    int err;                        /* 0, or CRT_EUNAVAIL (down, timeout) */
+    crt_cache_type type;
+    const char *str;                /* borrowed for the callback */
+    size_t len;
+    long long integer;
+} crt_cache_reply;
+
+typedef void (*crt_cache_cb)(void *ud, const crt_cache_reply *r);
+
+typedef struct crt_cache_opts {
+    const char *url;                /* redis://, valkey://, unix:// */
+    const char *password;           /* overrides the URL's; NULL: URL's */
+    int64_t db;                     /* -1: URL's (or 0) */
+    uint64_t timeout_ms;            /* connect and per command */
+    size_t max_pending;
+} crt_cache_opts;
+
+/* Parses and validates a URL (no connection). Writes a message to err. */
+int crt_cache_check_url(const char *url, char *err, size_t errcap);
+crt_cache *crt_cache_new(uv_loop_t *loop, const crt_cache_opts *o, crt_metrics *m, char *err, size_t errcap);
+/* Sends a command. Returns CRT_EUNAVAIL at once (cb not called) when not
+ * connected or too busy; otherwise cb (may be NULL) runs exactly once. */
+int crt_cache_cmd(crt_cache *c, crt_cache_cb cb, void *ud, int argc, const char **argv, const size_t *lens);
+bool crt_cache_ready(const crt_cache *c);
+/* Disconnects; pending commands complete with CRT_EUNAVAIL; freed once the
+ * last handle is closed. */
+void crt_cache_free(crt_cache *c);
+
+#endif
