@@ -35,6 +35,7 @@ static void usage(FILE *f)
             "  --dev                in-memory store, no backend (also when BACKEND_URL is unset)\n"
             "  --dev-context FILE   dev mode: seed this execution context (backend JSON shape)\n"
             "  --print-config       print the effective configuration (secrets redacted) and exit\n"
+            "  --list-settings      print every setting: YAML name, env name, default, meaning\n"
             "  --version            print the version and exit\n"
             "  --help               this text\n");
 }
@@ -162,6 +163,16 @@ static int cmd_healthcheck(int argc, char **argv)
     return 1;
 }
 
+/* One line per setting, tab-separated: yaml, env, default, meaning. */
+static void list_settings(void)
+{
+    size_t n;
+    const crt_config_opt *t = crt_config_table(&n);
+    for (size_t i = 0; i < n; i++)
+        printf("%s.%s\t%s\t%s\t%s\n", t[i].section, t[i].name, t[i].env, t[i].def ? t[i].def : "",
+               t[i].help);
+}
+
 static void raise_fd_limit(void)
 {
     struct rlimit rl;
@@ -182,6 +193,7 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'}, {"dev", no_argument, NULL, 'd'},
         {"dev-context", required_argument, NULL, 'C'}, {"print-config", no_argument, NULL, 'p'},
         {"version", no_argument, NULL, 'v'}, {"help", no_argument, NULL, 'h'},
+        {"list-settings", no_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     const char *conf = NULL, *dev_context = NULL;
@@ -196,6 +208,7 @@ int main(int argc, char **argv)
         case 'v': printf("cronium-runtime %s (libuv %s, %s)\n", CRT_VERSION, uv_version_string(),
                          curl_version()); return 0;
         case 'h': usage(stdout); return 0;
+        case 'L': list_settings(); return 0;
         default: usage(stderr); return 2;
         }
     }
