@@ -127,7 +127,7 @@ crt_route_result crt_router_match(const crt_router *r, crt_req *req, crt_handler
     req->route_name = "unmatched";
     if (nsegs > MAX_SEGS)
         return CRT_ROUTE_NOT_FOUND;
-    /* An empty capture (e.g. /variables/) never matches. */
+    /* An empty capture (e.g. /variables/) matches: the handler says what is wrong. */
     bool path_known = false;
     size_t alen = 0;
     if (allow_cap)
@@ -135,12 +135,6 @@ crt_route_result crt_router_match(const crt_router *r, crt_req *req, crt_handler
     for (size_t i = 0; i < r->n; i++) {
         const route *rt = &r->routes[i];
         if (!seg_match(rt, segs, nsegs))
-            continue;
-        bool empty_capture = false;
-        for (size_t k = 0; k < nsegs; k++)
-            if (rt->segs[k].len && rt->segs[k].p[0] == '{' && segs[k].len == 0)
-                empty_capture = true;
-        if (empty_capture)
             continue;
         if (!path_known) {
             req->route_name = rt->pattern;

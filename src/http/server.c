@@ -464,6 +464,10 @@ static int on_headers_complete(llhttp_t *p)
     r->method = (llhttp_method_t)p->method;
     const char *mn = llhttp_method_name(r->method);
     r->method_name = (crt_span){mn, strlen(mn)};
+    /* Captured params are decoded into scratch after the head; room for them
+     * now means path and query below never move. */
+    if (crt_buf_reserve(&r->scratch, c->url_len + 1))
+        return -1;
     const char *url = r->scratch.data + c->url_off;
     const char *q = memchr(url, '?', c->url_len);
     r->path = (crt_span){url, q ? (size_t)(q - url) : c->url_len};
