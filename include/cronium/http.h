@@ -47,8 +47,7 @@ struct crt_req {
     crt_span method_name;
     crt_span path;                  /* raw, still percent-encoded */
     crt_span query;                 /* after '?', raw; len 0 if none */
-    crt_header headers[CRT_HTTP_MAX_HEADERS];
-    size_t nheaders;
+    size_t nheaders;                /* their offsets live in the connection */
     crt_buf body;                   /* decoded body (chunked or not) */
     bool keep_alive;
     bool expect_continue;

@@ -315,6 +315,7 @@ class _DelayRule:
     remaining: Optional[int]
     path: Optional[str] = None
     method: Optional[str] = None
+    when: str = "before"         # "before" handling, or "after" it (state read/changed, answer late)
 
     def matches(self, method: str, path: str) -> bool:
         if self.remaining is not None and self.remaining <= 0:
@@ -325,7 +326,7 @@ class _DelayRule:
 
     def to_dict(self) -> Dict[str, Any]:
         return {"type": "delay", "seconds": self.seconds, "count": self.remaining,
-                "path": self.path, "method": self.method}
+                "path": self.path, "method": self.method, "when": self.when}
 
 
 @dataclass
@@ -714,16 +715,22 @@ class FakeBackend:
                 self._faults.append(_FaultRule("drop", 1, path=path, method=method, mode=mode, when=when))
 
     def set_delay(self, seconds: float, *, path: Optional[str] = None, method: Optional[str] = None,
-                  count: Optional[int] = None) -> None:
+                  count: Optional[int] = None, when: str = "before") -> None:
         """Wait `seconds` before handling matching requests (the next `count`, or all).
+
+        when="after": the request is handled at once (a GET reads the value
+        as it is now, a PUT stores it) and only the answer is held back, like
+        a database read followed by a slow network.
 
         The newest matching rule wins; a rule with the same path and method is
         replaced, and seconds=0 removes it.
         """
+        if when not in ("before", "after"):
+            raise ValueError("when is before|after")
         with self._lock:
             self._delays = [d for d in self._delays if not (d.path == path and d.method == method)]
             if seconds > 0:
-                self._delays.append(_DelayRule(float(seconds), count, path=path, method=method))
+                self._delays.append(_DelayRule(float(seconds), count, path=path, method=method, when=when))
 
     def add_fault(self, rule: Dict[str, Any]) -> None:
         """Add a fault from its JSON form (POST /_fake/faults; see README)."""
@@ -743,7 +750,8 @@ class FakeBackend:
                            when=rule.get("when", "before"), **common)
         elif kind == "delay":
             count = rule.get("count")
-            self.set_delay(float(rule["seconds"]), count=None if count is None else int(count), **common)
+            self.set_delay(float(rule["seconds"]), count=None if count is None else int(count),
+                           when=rule.get("when", "before"), **common)
         else:
             raise ValueError("unknown fault type %r" % (kind,))
 
@@ -993,11 +1001,15 @@ class FakeBackend:
         with self._lock:
             self._requests.append(rec)
             delay = None
+            delay_after = None
             for d in reversed(self._delays):
                 if d.matches(method, path):
                     if d.remaining is not None:
                         d.remaining -= 1
-                    delay = d.seconds
+                    if d.when == "after":
+                        delay_after = d.seconds
+                    else:
+                        delay = d.seconds
                     break
             self._delays = [d for d in self._delays if d.remaining is None or d.remaining > 0]
 
@@ -1034,6 +1046,10 @@ class FakeBackend:
             if fault is not None and fault.kind == "drop":  # when == "after"
                 rec.fault = "drop-after"
                 self._drop(h, fault.mode)
+                return
+            if delay_after is not None and self._stop_event.wait(delay_after):
+                rec.fault = "stopped-after"
+                h.close_connection = True
                 return
             self._send(h, rec, reply)
         finally:
