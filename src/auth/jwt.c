@@ -116,7 +116,7 @@ static uint64_t hash_token(const char *p, size_t n)
 
 static bool claims_live(const crt_jwt *v, const crt_claims *c, int64_t now)
 {
-    return now <= c->exp + v->leeway;
+    return c->exp >= now - v->leeway;   /* no overflow for a huge exp */
 }
 
 static crt_claims *cache_get(crt_jwt *v, uint64_t h, const char *tok, size_t len)
@@ -275,16 +275,16 @@ static crt_jwt_status parse_claims(crt_jwt *v, const char *json, size_t len, int
                 *nptrs[i] = c->strings + offs[i];
         }
     }
-    if (now > c->exp + v->leeway) {
+    if (c->exp < now - v->leeway) {
         *why = "token has expired";
         st = CRT_JWT_EXPIRED;
         goto out;
     }
-    if (json_object_get(obj, "nbf") && c->nbf > now + v->leeway) {
+    if (json_object_get(obj, "nbf") && c->nbf - v->leeway > now) {
         *why = "token is not valid yet (nbf)";
         goto out;
     }
-    if (json_object_get(obj, "iat") && c->iat > now + v->leeway) {
+    if (json_object_get(obj, "iat") && c->iat - v->leeway > now) {
         *why = "token was issued in the future (iat)";
         goto out;
     }

@@ -366,25 +366,39 @@ static bool is_int_text(const char *p, size_t n)
     return n > 0;
 }
 
+/* True if p[0..n) is exactly one JSON number and nothing else. */
+static bool is_number_text(const char *p, size_t n)
+{
+    crt_buf tmp;
+    crt_buf_init(&tmp);
+    bool ok = crt_json_compact(p, n, &tmp) == 0 && tmp.len == n && crt_json_kind_of(p, n) == CRT_JSON_NUMBER;
+    crt_buf_fini(&tmp);
+    return ok;
+}
+
 int crt_json_number_add(const char *a, size_t an, const char *b, size_t bn, crt_buf *out)
 {
-    if (crt_json_kind_of(a, an) != CRT_JSON_NUMBER || crt_json_kind_of(b, bn) != CRT_JSON_NUMBER)
+    if (!is_number_text(a, an) || !is_number_text(b, bn))
         return CRT_EINVAL;
-    char ta[64], tb[64];
-    if (an >= sizeof ta || bn >= sizeof tb)
-        return CRT_EINVAL;
-    memcpy(ta, a, an);
-    ta[an] = '\0';
-    memcpy(tb, b, bn);
-    tb[bn] = '\0';
+    char *ta = strndup(a, an), *tb = strndup(b, bn);
+    if (!ta || !tb) {
+        free(ta);
+        free(tb);
+        return CRT_ENOMEM;
+    }
     if (is_int_text(a, an) && is_int_text(b, bn)) {
         errno = 0;
         char *e1, *e2;
         long long x = strtoll(ta, &e1, 10), y = strtoll(tb, &e2, 10), sum;
-        if (!errno && !*e1 && !*e2 && !__builtin_add_overflow(x, y, &sum))
+        if (!errno && !*e1 && !*e2 && !__builtin_add_overflow(x, y, &sum)) {
+            free(ta);
+            free(tb);
             return crt_buf_put_i64(out, sum);
+        }
     }
     double d = strtod(ta, NULL) + strtod(tb, NULL);
+    free(ta);
+    free(tb);
     if (!isfinite(d))
         return CRT_EINVAL;
     char txt[40];
