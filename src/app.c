@@ -152,10 +152,15 @@ static void app_done(const crt_req *req, uint64_t dur_ns, void *ctx)
 
 /* ---- signals ------------------------------------------------------------------------------ */
 
+static crt_app *the_app; /* for the server's shutdown callback */
+
 static void app_on_server_down(crt_server *s)
 {
     (void)s;
     CRT_LOGF(CRT_LOG_INFO, "server stopped");
+    /* Only now: requests in flight still needed the store and backend. */
+    if (the_app && the_app->runtime)
+        crt_runtime_shutdown(the_app->runtime);
 }
 
 void crt_app_stop(crt_app *app)
@@ -169,9 +174,8 @@ void crt_app_stop(crt_app *app)
     uv_signal_stop(&app->sigint);
     uv_close((uv_handle_t *)&app->sigterm, NULL);
     uv_close((uv_handle_t *)&app->sigint, NULL);
+    the_app = app;
     crt_server_shutdown(app->server, app->cfg->shutdown_timeout_ms, app_on_server_down);
-    if (app->runtime)
-        crt_runtime_shutdown(app->runtime);
 }
 
 static void app_on_signal(uv_signal_t *h, int signum)
@@ -229,9 +233,9 @@ int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg)
     crt_router_add(app->router, "GET", "/metrics", on_metrics, app);
     crt_metrics_gauge(app->metrics, "cronium_runtime_open_connections", "Open client connections.", "",
                       gauge_open_conns, app);
-    crt_metrics_gauge(app->metrics, "cronium_runtime_rejected_connections_total",
+    crt_metrics_counter_fn(app->metrics, "cronium_runtime_rejected_connections_total",
                       "Connections answered 503 because maxConnections was reached.", "", gauge_rejected, app);
-    crt_metrics_gauge(app->metrics, "cronium_runtime_log_lines_dropped_total",
+    crt_metrics_counter_fn(app->metrics, "cronium_runtime_log_lines_dropped_total",
                       "Log lines dropped because stderr could not keep up.", "", gauge_log_dropped, app);
     app->runtime = crt_runtime_new(app);
     if (!app->runtime)

@@ -14,7 +14,7 @@ static const double bucket_le[CRT_HIST_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
 };
 
-typedef enum { S_COUNTER, S_GAUGE, S_HIST } series_kind;
+typedef enum { S_COUNTER, S_GAUGE, S_HIST, S_COUNTER_FN } series_kind;
 
 typedef struct series {
     series_kind kind;
@@ -94,6 +94,17 @@ int crt_metrics_gauge(crt_metrics *m, const char *name, const char *help, const 
                       void *ctx)
 {
     series *s = find_or_add(m, S_GAUGE, name, help, labels);
+    if (!s)
+        return CRT_ELIMIT;
+    s->fn = fn;
+    s->ctx = ctx;
+    return 0;
+}
+
+int crt_metrics_counter_fn(crt_metrics *m, const char *name, const char *help, const char *labels, crt_gauge_fn fn,
+                           void *ctx)
+{
+    series *s = find_or_add(m, S_COUNTER_FN, name, help, labels);
     if (!s)
         return CRT_ELIMIT;
     s->fn = fn;
@@ -200,7 +211,7 @@ void crt_metrics_render(crt_metrics *m, crt_buf *out)
                 first = false;
         if (!first)
             continue;
-        static const char *const type[] = {"counter", "gauge", "histogram"};
+        static const char *const type[] = {"counter", "gauge", "histogram", "counter"};
         crt_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", s->name, s->help, s->name, type[s->kind]);
         for (size_t j = i; j < m->n; j++) {
             const series *t = &m->s[j];
@@ -208,7 +219,7 @@ void crt_metrics_render(crt_metrics *m, crt_buf *out)
                 continue;
             if (t->kind == S_COUNTER)
                 put_sample(out, t->name, t->labels, (double)t->value);
-            else if (t->kind == S_GAUGE)
+            else if (t->kind == S_GAUGE || t->kind == S_COUNTER_FN)
                 put_sample(out, t->name, t->labels, t->fn(t->ctx));
             else
                 render_hist(out, t->name, t->labels, &t->hist);

@@ -792,21 +792,21 @@ static void server_on_handle_close(uv_handle_t *h)
     server_maybe_done(s);
 }
 
-static void server_maybe_done(crt_server *s)
+static void server_done(crt_server *s)
 {
-    if (!s->shutting_down || !s->shutdown_cb)
-        return;
-    if (s->nalive == 0 && s->open_handles == 1 && !uv_is_closing((uv_handle_t *)&s->shutdown_timer)) {
-        /* only the shutdown timer is left */
-        s->shutdown_timer.data = s;
+    if (!uv_is_closing((uv_handle_t *)&s->shutdown_timer))
         uv_close((uv_handle_t *)&s->shutdown_timer, server_on_handle_close);
-        return;
-    }
-    if (s->open_handles == 0) {
+    if (s->shutdown_cb) {
         void (*cb)(crt_server *) = s->shutdown_cb;
         s->shutdown_cb = NULL;
         cb(s);
     }
+}
+
+static void server_maybe_done(crt_server *s)
+{
+    if (s->shutting_down && s->shutdown_cb && s->nalive == 0 && !s->listener_open)
+        server_done(s);
 }
 
 static void server_on_deadline(uv_timer_t *t)
@@ -815,7 +815,9 @@ static void server_on_deadline(uv_timer_t *t)
     CRT_LOGF(CRT_LOG_WARN, "shutdown deadline reached, closing busy connections", CRT_LI("connections", s->nconns));
     while (s->conns)
         conn_close(s->conns);
-    server_maybe_done(s);
+    /* Requests still waiting on I/O finish (discarded) once their
+     * dependencies are stopped by the callback. */
+    server_done(s);
 }
 
 void crt_server_shutdown(crt_server *s, uint64_t deadline_ms, void (*cb)(crt_server *s))

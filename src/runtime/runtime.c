@@ -3,7 +3,9 @@
  *   the store callback) -> answered.
  * The call object hangs off the request (req->user) and is recycled through a
  * free list, so the hot path does not allocate once warm. */
+#include <fcntl.h>
 #include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/app.h"
@@ -61,7 +63,7 @@ struct crt_runtime {
     size_t nfree;
     uint64_t *m_auth_fail;
     uint64_t *m_rate_limited;
-    uint64_t *m_token_cache_hits;
+    char dev_env_file[512];         /* removed at shutdown */
 };
 
 /* ---- keys -------------------------------------------------------------------------------------- */
@@ -618,8 +620,11 @@ int crt_runtime_start(crt_runtime *rt)
     char path[512];
     snprintf(path, sizeof path, "%s/cronium-runtime-dev-%lld.env", tmpdir && *tmpdir ? tmpdir : "/tmp",
              (long long)cfg->port);
-    FILE *f = fopen(path, "w");
+    /* The file holds a token: readable by its owner only, removed at exit. */
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
     if (f) {
+        snprintf(rt->dev_env_file, sizeof rt->dev_env_file, "%s", path);
         fwrite(block.data, 1, block.len, f);
         fclose(f);
     }
@@ -632,6 +637,10 @@ int crt_runtime_start(crt_runtime *rt)
 
 void crt_runtime_shutdown(crt_runtime *rt)
 {
+    if (rt->dev_env_file[0]) {
+        unlink(rt->dev_env_file);
+        rt->dev_env_file[0] = '\0';
+    }
     if (rt->audit)
         rt->audit->vt->shutdown(rt->audit);
     if (rt->store)

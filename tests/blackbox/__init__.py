@@ -1,0 +1,1 @@
+"""Black-box tests of the cronium-runtime binary (service core and runtime API)."""
