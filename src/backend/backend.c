@@ -122,6 +122,12 @@ static void xfer_finish(xfer *x, int err)
     }
     if (x->shared)
         crt_map_del(b->gets, x->path, strlen(x->path));
+    if (strcmp(x->method, "GET") != 0) {
+        /* A read in flight may predate this write: later GETs start afresh. */
+        xfer *older = crt_map_del(b->gets, x->path, strlen(x->path));
+        if (older)
+            older->shared = false;
+    }
     if (x->prev)
         x->prev->next = x->next;
     else
@@ -372,14 +378,17 @@ static void xfer_start(xfer *x)
 }
 
 int crt_backend_request(crt_backend *b, const char *method, const char *path, const char *body, size_t len,
-                        const char *op, crt_backend_cb cb, void *ud)
+                        const char *op, unsigned flags, crt_backend_cb cb, void *ud)
 {
+    if (b->closing)
+        return CRT_EUNAVAIL;
     waiter *w = malloc(sizeof *w);
     if (!w)
         return CRT_ENOMEM;
     *w = (waiter){cb, ud, NULL};
     bool is_get = strcmp(method, "GET") == 0;
-    if (is_get) {
+    bool share = is_get && (flags & CRT_BACKEND_SHARE);
+    if (share) {
         xfer *same = crt_map_get(b->gets, path, strlen(path));
         if (same) {
             w->next = same->waiters;
@@ -444,7 +453,7 @@ int crt_backend_request(crt_backend *b, const char *method, const char *path, co
         b->live->prev = x;
     b->live = x;
     b->nlive++;
-    if (is_get) {
+    if (share) {
         void **slot = crt_map_slot(b->gets, x->path, strlen(x->path), true);
         if (slot) {
             *slot = x;

@@ -45,6 +45,8 @@ struct crt_cache {
     size_t npending;
     int open_handles;
     bool was_up;
+    void (*on_ready)(void *ctx);
+    void *on_ready_ctx;
     uint64_t *m_errors;
     uint64_t *m_reconnects;
 };
@@ -303,7 +305,7 @@ static void cache_down(crt_cache *c, const char *why)
         CRT_LOGF(CRT_LOG_WARN, "valkey down: requests bypass the cache", CRT_LS("reason", why));
         c->was_up = false;
     } else {
-        CRT_LOGF(CRT_LOG_DEBUG, "valkey still unavailable", CRT_LS("reason", why));
+        CRT_LOGF(CRT_LOG_INFO, "valkey still unavailable", CRT_LS("reason", why));
     }
     uv_timer_stop(&c->cmd_timer);
     schedule_reconnect(c);
@@ -327,6 +329,14 @@ static void on_connect(const redisAsyncContext *ac, int status)
                  CRT_LI("port", c->port));
     c->was_up = true;
     (*c->m_reconnects)++;
+    if (c->on_ready)
+        c->on_ready(c->on_ready_ctx);
+}
+
+void crt_cache_on_ready(crt_cache *c, void (*fn)(void *ctx), void *ctx)
+{
+    c->on_ready = fn;
+    c->on_ready_ctx = ctx;
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)

@@ -719,6 +719,7 @@ static void server_on_connection(uv_stream_t *ls, int status)
         c->req.start_ns = crt_now_ns();
         c->close_after = true;
         c->req.keep_alive = false;
+        crt_req_add_header(&c->req, "Retry-After", "1", 1);
         crt_req_error(&c->req, 503, "backend_unavailable", "too many open connections");
         return;
     }

@@ -23,6 +23,8 @@
 #define AUDIT_QUEUE_MAX 10000
 #define AUDIT_IN_FLIGHT 4
 #define LOCK_RETRY_MS 15
+#define GEN_SLOTS 4096          /* write generations, by hash of user and key */
+#define DIRTY_MAX 4096          /* cache keys whose update failed */
 
 typedef struct prodstore prodstore;
 
@@ -57,6 +59,7 @@ struct op {
     uint64_t lock_deadline;
     uv_timer_t *lock_timer;     /* while waiting for a busy lock */
     op *next_in_line;           /* increments queued on the same key */
+    uint32_t gen_seen;          /* write generation when a backend read started */
 };
 
 struct prodstore {
@@ -77,6 +80,16 @@ struct prodstore {
     bool shutting_down;
     uv_timer_t flush_timer;
     bool flush_timer_open;
+    /* A read that raced a write must not put its (older) value in the
+     * cache: writes bump the generation of their key's slot, and a read
+     * fills the cache only if the slot did not move (and only with SET NX,
+     * so a writer in another process wins too). */
+    uint32_t gen[GEN_SLOTS];
+    /* Keys whose cache update failed after an acknowledged write: deleted
+     * first thing when Valkey is back, so no stale value survives. */
+    char *dirty[DIRTY_MAX];
+    size_t ndirty;
+    size_t dirty_sent;          /* in the DEL in flight */
     uint64_t *m_cache[K_COUNT][3];  /* hit, miss, error */
     uint64_t *m_audit_sent, *m_audit_failed, *m_audit_dropped;
 };
@@ -127,14 +140,75 @@ static void key_user(crt_buf *b, const char *uid, const char *what, const char *
     crt_buf_append(b, k, kn);
 }
 
-/* SET key value PX ttl, fire and forget (cb may be NULL). */
-static int cache_set(prodstore *ps, const crt_buf *key, const char *v, size_t vn, crt_cache_cb cb, void *ud)
+/* SET key value PX ttl [NX] (cb may be NULL). */
+static int cache_set_ex(prodstore *ps, const crt_buf *key, const char *v, size_t vn, bool nx, crt_cache_cb cb, void *ud)
 {
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ps->ttl_ms);
-    const char *argv[5] = {"SET", key->data, v, "PX", ttl};
-    size_t lens[5] = {3, key->len, vn, 2, strlen(ttl)};
-    return crt_cache_cmd(ps->cache, cb, ud, 5, argv, lens);
+    const char *argv[6] = {"SET", key->data, v, "PX", ttl, "NX"};
+    size_t lens[6] = {3, key->len, vn, 2, strlen(ttl), 2};
+    return crt_cache_cmd(ps->cache, cb, ud, nx ? 6 : 5, argv, lens);
+}
+
+static int cache_set(prodstore *ps, const crt_buf *key, const char *v, size_t vn, crt_cache_cb cb, void *ud)
+{
+    return cache_set_ex(ps, key, v, vn, false, cb, ud);
+}
+
+static uint32_t *gen_slot(prodstore *ps, const char *uid, const char *key, size_t klen)
+{
+    uint64_t h = crt_hash(uid, strlen(uid)) ^ (crt_hash(key, klen) * 31);
+    return &ps->gen[h % GEN_SLOTS];
+}
+
+static void dirty_add(prodstore *ps, const crt_buf *key)
+{
+    if (!ps->cache)
+        return;
+    for (size_t i = 0; i < ps->ndirty; i++)
+        if (strlen(ps->dirty[i]) == key->len && memcmp(ps->dirty[i], key->data, key->len) == 0)
+            return;
+    if (ps->ndirty == DIRTY_MAX) {
+        CRT_LOGF(CRT_LOG_WARN, "too many cache keys to invalidate; the oldest may stay stale until their TTL");
+        free(ps->dirty[ps->dirty_sent]);
+        memmove(&ps->dirty[ps->dirty_sent], &ps->dirty[ps->dirty_sent + 1],
+                (ps->ndirty - ps->dirty_sent - 1) * sizeof ps->dirty[0]);
+        ps->ndirty--;
+    }
+    char *k = strndup(key->data, key->len);
+    if (k)
+        ps->dirty[ps->ndirty++] = k;
+}
+
+static void on_dirty_deleted(void *ud, const crt_cache_reply *r)
+{
+    prodstore *ps = ud;
+    size_t n = ps->dirty_sent;
+    ps->dirty_sent = 0;
+    if (r->err || r->type == CRT_CACHE_ERROR)
+        return; /* kept: tried again at the next reconnect */
+    for (size_t i = 0; i < n; i++)
+        free(ps->dirty[i]);
+    memmove(ps->dirty, ps->dirty + n, (ps->ndirty - n) * sizeof ps->dirty[0]);
+    ps->ndirty -= n;
+}
+
+static void on_cache_ready(void *ctx)
+{
+    prodstore *ps = ctx;
+    if (!ps->ndirty || ps->dirty_sent)
+        return;
+    const char **argv = malloc((ps->ndirty + 1) * sizeof *argv);
+    if (!argv)
+        return;
+    argv[0] = "DEL";
+    for (size_t i = 0; i < ps->ndirty; i++)
+        argv[i + 1] = ps->dirty[i];
+    if (crt_cache_cmd(ps->cache, on_dirty_deleted, ps, (int)ps->ndirty + 1, argv, NULL) == 0) {
+        ps->dirty_sent = ps->ndirty;
+        CRT_LOGF(CRT_LOG_INFO, "valkey back: invalidating keys written while it was away", CRT_LI("keys", ps->ndirty));
+    }
+    free(argv);
 }
 
 static int cache_get(prodstore *ps, const crt_buf *key, crt_cache_cb cb, void *ud)
@@ -193,7 +267,8 @@ static void op_backend_failed(op *o, const crt_backend_resp *r, const char *what
 static void backend_call(op *o, const char *method, const char *path, const char *body, size_t len, const char *opname,
                          crt_backend_cb cb)
 {
-    if (crt_backend_request(o->ps->backend, method, path, body, len, opname, cb, o)) {
+    unsigned flags = strcmp(method, "GET") == 0 ? CRT_BACKEND_SHARE : 0;
+    if (crt_backend_request(o->ps->backend, method, path, body, len, opname, flags, cb, o)) {
         op_unavailable(o, "the Cronium backend client is not available", 2);
     }
 }
@@ -325,7 +400,13 @@ static void on_ctx_backend(void *ud, const crt_backend_resp *r)
         op_backend_failed(o, r, "the execution context request");
         return;
     }
-    ctx_entry *e = ctx_insert(ps, o->exec_id, r->body, r->len);
+    /* Requests that shared this fetch find the entry the first one built. */
+    ctx_entry *e = ctx_lookup(ps, o->exec_id);
+    if (e) {
+        op_with_context(o, e);
+        return;
+    }
+    e = ctx_insert(ps, o->exec_id, r->body, r->len);
     if (!e) {
         CRT_LOGF(CRT_LOG_ERROR, "backend sent an execution context that is not a JSON object",
                  CRT_LS("execution_id", o->exec_id));
@@ -391,8 +472,10 @@ static void var_path(op *o, crt_buf *path)
 /* Answers with o->result once the cache SET (if any) has been acknowledged. */
 static void on_cache_written(void *ud, const crt_cache_reply *r)
 {
-    (void)r;
     op *o = ud;
+    bool is_write = o->kind != CRT_ST_GET_VAR && o->kind != CRT_ST_GET_OUTPUT;
+    if (is_write && (r->err || r->type == CRT_CACHE_ERROR))
+        dirty_add(o->ps, &o->work);
     if (o->kind == CRT_ST_GET_VAR || o->kind == CRT_ST_INCR_VAR || o->kind == CRT_ST_GET_OUTPUT)
         op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
     else
@@ -439,12 +522,19 @@ static void on_var_backend_get(void *ud, const crt_backend_resp *r)
         op_unavailable(o, "the Cronium backend sent an invalid variable", 5);
         return;
     }
+    if (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len) != o->gen_seen) {
+        /* A write to this key completed meanwhile: answer, but do not cache. */
+        op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
+        return;
+    }
     key_user(&o->work, o->user_id, "var", o->key.data, o->key.len);
-    cache_then_answer(o, K_VARIABLE, &o->work, o->result.data, o->result.len);
+    if (cache_set_ex(o->ps, &o->work, o->result.data, o->result.len, true, on_cache_written, o))
+        op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
 }
 
 static void var_from_backend(op *o)
 {
+    o->gen_seen = *gen_slot(o->ps, o->user_id, o->key.data, o->key.len);
     crt_buf path;
     crt_buf_init(&path);
     var_path(o, &path);
@@ -471,6 +561,7 @@ static void on_var_put(void *ud, const crt_backend_resp *r)
         op_backend_failed(o, r, "the variable write");
         return;
     }
+    (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len))++;
     crt_buf_reset(&o->result);
     read_back(o->value.data, o->value.len, &o->result);
     key_user(&o->work, o->user_id, "var", o->key.data, o->key.len);
@@ -491,8 +582,10 @@ static void var_put(op *o, crt_backend_cb cb)
 
 static void on_var_cache_deleted(void *ud, const crt_cache_reply *r)
 {
-    (void)r;
-    op_answer(ud, 0, NULL, 0, NULL, 0, 0);
+    op *o = ud;
+    if (r->err || r->type == CRT_CACHE_ERROR)
+        dirty_add(o->ps, &o->work);
+    op_answer(o, 0, NULL, 0, NULL, 0, 0);
 }
 
 static void on_var_delete(void *ud, const crt_backend_resp *r)
@@ -516,9 +609,12 @@ static void on_var_delete(void *ud, const crt_backend_resp *r)
         op_backend_failed(o, r, "the variable delete");
         return;
     }
+    (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len))++;
     key_user(&o->work, o->user_id, "var", o->key.data, o->key.len);
-    if (cache_del(o->ps, &o->work, on_var_cache_deleted, o))
+    if (cache_del(o->ps, &o->work, on_var_cache_deleted, o)) {
+        dirty_add(o->ps, &o->work);
         op_answer(o, 0, NULL, 0, NULL, 0, 0);
+    }
 }
 
 /* ---- atomic increment ------------------------------------------------------------------------------- */
@@ -569,8 +665,10 @@ static void incr_done(op *o, int err, const char *msg, unsigned ra)
 
 static void on_incr_cached(void *ud, const crt_cache_reply *r)
 {
-    (void)r;
-    incr_done(ud, 0, NULL, 0);
+    op *o = ud;
+    if (r->err || r->type == CRT_CACHE_ERROR)
+        dirty_add(o->ps, &o->work);
+    incr_done(o, 0, NULL, 0);
 }
 
 static void on_incr_put(void *ud, const crt_backend_resp *r)
@@ -580,9 +678,12 @@ static void on_incr_put(void *ud, const crt_backend_resp *r)
         incr_done(o, CRT_EUNAVAIL, "the Cronium backend did not accept the new value", r->retry_after_s ? r->retry_after_s : 2);
         return;
     }
+    (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len))++;
     key_user(&o->work, o->user_id, "var", o->key.data, o->key.len);
-    if (cache_set(o->ps, &o->work, o->result.data, o->result.len, on_incr_cached, o))
+    if (cache_set(o->ps, &o->work, o->result.data, o->result.len, on_incr_cached, o)) {
+        dirty_add(o->ps, &o->work);
         incr_done(o, 0, NULL, 0);
+    }
 }
 
 static void on_incr_read(void *ud, const crt_backend_resp *r)
@@ -625,7 +726,7 @@ static void incr_next(op *o)
     crt_buf path;
     crt_buf_init(&path);
     var_path(o, &path);
-    if (crt_backend_request(o->ps->backend, "GET", crt_buf_cstr(&path), NULL, 0, "get_variable", on_incr_read, o))
+    if (crt_backend_request(o->ps->backend, "GET", crt_buf_cstr(&path), NULL, 0, "get_variable", 0, on_incr_read, o))
         incr_done(o, CRT_EUNAVAIL, "the Cronium backend client is not available", 2);
     crt_buf_fini(&path);
 }
@@ -935,7 +1036,7 @@ static void audit_pump(prodstore *ps)
 {
     while (ps->aq_len && ps->audit_in_flight < AUDIT_IN_FLIGHT && ps->backend) {
         crt_buf *b = &ps->audit_q[ps->aq_head];
-        int rc = crt_backend_request(ps->backend, "POST", "/api/internal/audit", b->data, b->len, "audit",
+        int rc = crt_backend_request(ps->backend, "POST", "/api/internal/audit", b->data, b->len, "audit", 0,
                                      on_audit_sent, ps);
         crt_buf_fini(b);
         ps->aq_head = (ps->aq_head + 1) % AUDIT_QUEUE_MAX;
@@ -1079,6 +1180,8 @@ static void prod_free(crt_store *s)
     free(ps->audit_q);
     crt_map_free(ps->ctxs, ctx_entry_free);
     crt_map_free(ps->incr_lines, NULL);
+    for (size_t i = 0; i < ps->ndirty; i++)
+        free(ps->dirty[i]);
     free(ps);
 }
 
@@ -1131,6 +1234,7 @@ crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, 
             prod_free(&ps->base);
             return NULL;
         }
+        crt_cache_on_ready(ps->cache, on_cache_ready, ps);
     }
     for (int k = 0; k < K_COUNT; k++) {
         static const char *const res[3] = {"hit", "miss", "error"};

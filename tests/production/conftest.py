@@ -1,0 +1,61 @@
+"""Fixtures for the production-mode tests (real binary, redis-server, backend fake).
+
+`stack`       one stack shared by a test module (executions are unique per test);
+              faults injected into its fake are cleared after every test.
+`make_stack`  a factory for a fresh stack per test (fault tests that kill things).
+Teardown fails the test if the service died by itself, did not stop on SIGTERM,
+printed a sanitizer report, or the fake recorded an internal error.
+"""
+import pytest
+
+from ._support import ACTIVE, Stack
+
+
+@pytest.fixture(scope="module")
+def _module_stack(tmp_path_factory):
+    st = Stack(tmp_path_factory.mktemp("prod"))
+    try:
+        st.start()
+        yield st
+    finally:
+        problems = st.close()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def stack(_module_stack):
+    yield _module_stack
+    _module_stack.fb.clear_faults()
+    _module_stack.fb.delete_mode = "supported"
+    _module_stack.fb.tools_route = True
+
+
+@pytest.fixture
+def make_stack(tmp_path):
+    made = []
+
+    def make(env=None, valkey=True, fake_kwargs=None):
+        st = Stack(tmp_path / f"stack{len(made)}", env=env, valkey=valkey, fake_kwargs=fake_kwargs)
+        made.append(st)
+        st.start()
+        return st
+
+    yield make
+    problems = []
+    for st in made:
+        problems += st.close()
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for st in list(ACTIVE):
+            for svc in [st.svc] + st.more:
+                if svc is not None:
+                    rep.sections.append((f"service {svc.name} (port {svc.port}) stderr tail",
+                                         svc.stderr()[-4000:]))
