@@ -722,7 +722,20 @@ function cronium_increment_variable() (
                  else error("no value") end'
 )
 
-# cronium_event: prints the execution context (event, user, ids...) as compact JSON.
+# cronium_context: prints the execution context (event, user, ids...) as compact JSON.
+function cronium_context() (
+  { set +x +v; } 2>/dev/null
+  _cronium_shell
+  _cronium_need 0 $# "cronium_context" || exit 1
+  _cronium_init || exit 1
+  _cronium_idempotent=1
+  _cronium_request GET "$_cronium_exec_path/context"
+  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
+  _cronium_json 'if has("data") then .data else {} end'
+)
+
+# cronium_event: the event that started the execution (the context's "event"),
+# compact JSON; nothing when the execution has no event.
 function cronium_event() (
   { set +x +v; } 2>/dev/null
   _cronium_shell
@@ -731,7 +744,7 @@ function cronium_event() (
   _cronium_idempotent=1
   _cronium_request GET "$_cronium_exec_path/context"
   case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
-  _cronium_json 'if has("data") then .data else {} end'
+  _cronium_json 'if (has("data") and (.data | type) == "object" and .data.event != null) then .data.event else empty end'
 )
 
 # cronium_event_field FIELD: one field of the context; FIELD is a dotted path (event.name,
@@ -936,6 +949,7 @@ function cronium_variableExists() { cronium_variable_exists ${1+"$@"}; }
 function cronium_deleteVariable() { cronium_delete_variable ${1+"$@"}; }
 function cronium_incrementVariable() { cronium_increment_variable ${1+"$@"}; }
 function cronium_getEvent() { cronium_event ${1+"$@"}; }
+function cronium_getContext() { cronium_context ${1+"$@"}; }
 function cronium_eventField() { cronium_event_field ${1+"$@"}; }
 function cronium_setCondition() { cronium_set_condition ${1+"$@"}; }
 function cronium_getCondition() { cronium_get_condition ${1+"$@"}; }

@@ -99,8 +99,8 @@ out='' ctx='' name='' s1='' s2='' s3='' before='' after_true='' after_false=''
 capture out cronium_input
 emit input "$(json_of "$out")"
 
-# 2. the event, and its name from the context (cronium_event prints the whole context)
-capture ctx cronium_event
+# 2. the event, and its name from the context
+capture ctx cronium_context
 capture name cronium_event_field eventName
 emit event "$(jq -cn --argjson ctx "$ctx" --argjson name "$(string_of "$name")" \
   '{event: $ctx.event, eventName: $name}')"

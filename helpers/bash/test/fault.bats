@@ -455,7 +455,7 @@ setup() {
   assert_eq "$output" 'just text'
   run --separate-stderr cronium_event
   assert_eq "$status" 0
-  assert_eq "$output" '{"executionId":"exec-1","event":{"name":"E"}}'
+  assert_eq "$output" '{"name":"E"}'
   assert_eq "$(fault_log '[.[].path] | unique')" '["/executions/exec-1/context","/executions/exec-1/input"]'
 }
 

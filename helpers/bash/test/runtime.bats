@@ -271,8 +271,12 @@ use_fresh_execution() {
   assert_eq "$(cronium_get_variable "$k")" '{"from":"exec-bats"}'
 }
 
-@test "event: the context as compact JSON with the event's name and type" {
+@test "event: the event object only; context: the whole context" {
   run --separate-stderr cronium_event
+  assert_eq "$status" 0
+  assert_eq "$(jq -c '.nested' <<<"$output")" '{"a":{"b":"deep"}}'
+  assert_eq "$(jq -r 'has("executionId")' <<<"$output")" 'false'
+  run --separate-stderr cronium_context
   assert_eq "$status" 0
   assert_eq "$stderr" ""
   assert_eq "$(jq -c '[.executionId, .jobId, .eventId, .userId, .eventName, .eventType]' <<<"$output")" \
