@@ -39,9 +39,14 @@ crt_backend *crt_backend_new(uv_loop_t *loop, const crt_backend_opts *o, crt_met
 /* Starts a request. path is already percent-encoded (crt_backend_path_seg).
  * body is copied. op names the operation in metrics ("get_variable"). GETs of
  * the same path while one is in flight join it. cb runs exactly once, never
- * before this call returns. Returns 0 or CRT_ENOMEM. */
+ * before this call returns. With CRT_BACKEND_SHARE a GET joins one for the
+ * same path in flight; a write to a path that completes stops later GETs from
+ * joining reads that started before it. Returns 0, CRT_ENOMEM, or CRT_EUNAVAIL when the
+ * client is closing (cb is then never called). */
+enum { CRT_BACKEND_SHARE = 1 };    /* a GET may join an identical one in flight */
+
 int crt_backend_request(crt_backend *b, const char *method, const char *path, const char *body, size_t len,
-                        const char *op, crt_backend_cb cb, void *ud);
+                        const char *op, unsigned flags, crt_backend_cb cb, void *ud);
 /* Appends "/" and seg percent-encoded (everything but unreserved bytes). */
 void crt_backend_path_seg(crt_buf *path, const char *seg, size_t n);
 /* Down after consecutive failures until a request gets through. */

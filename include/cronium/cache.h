@@ -39,6 +39,9 @@ crt_cache *crt_cache_new(uv_loop_t *loop, const crt_cache_opts *o, crt_metrics *
  * connected or too busy; otherwise cb (may be NULL) runs exactly once. */
 int crt_cache_cmd(crt_cache *c, crt_cache_cb cb, void *ud, int argc, const char **argv, const size_t *lens);
 bool crt_cache_ready(const crt_cache *c);
+/* fn runs each time the connection becomes ready, before any other command
+ * can be sent on it (so what fn sends is ordered first). */
+void crt_cache_on_ready(crt_cache *c, void (*fn)(void *ctx), void *ctx);
 /* Disconnects; pending commands complete with CRT_EUNAVAIL; freed once the
  * last handle is closed. */
 void crt_cache_free(crt_cache *c);

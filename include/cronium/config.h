@@ -45,6 +45,7 @@ typedef struct crt_config {
     int64_t auth_failures_per_min;
     bool enable_cors;
     char *allowed_origins;
+    bool audit_reads;
     /* logging */
     int64_t log_level;              /* crt_log_level */
     int64_t log_format;             /* crt_log_format */

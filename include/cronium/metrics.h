@@ -31,6 +31,9 @@ uint64_t *crt_metrics_counter(crt_metrics *m, const char *name, const char *help
 /* A gauge read when rendering. */
 int crt_metrics_gauge(crt_metrics *m, const char *name, const char *help, const char *labels, crt_gauge_fn fn,
                       void *ctx);
+/* A counter whose value is read when rendering (kept elsewhere). */
+int crt_metrics_counter_fn(crt_metrics *m, const char *name, const char *help, const char *labels, crt_gauge_fn fn,
+                           void *ctx);
 crt_histogram *crt_metrics_histogram(crt_metrics *m, const char *name, const char *help, const char *labels);
 void crt_histogram_observe(crt_histogram *h, double seconds);
 

@@ -46,6 +46,7 @@ static const crt_config_opt opts[] = {
     {"security", "authFailuresPerMin", "AUTH_FAILURES_PER_MIN", CRT_CT_INT, "60", 1, 1000000000, OFF(auth_failures_per_min), NULL, "Authentication failures per minute per client address before 429."},
     {"security", "enableCors", "ENABLE_CORS", CRT_CT_BOOL, "false", 0, 0, OFF(enable_cors), NULL, "Answer CORS preflights and add CORS headers."},
     {"security", "allowedOrigins", "ALLOWED_ORIGINS", CRT_CT_STR, "*", 0, 0, OFF(allowed_origins), NULL, "Comma list of allowed origins, or *."},
+    {"security", "auditReads", "AUDIT_READS", CRT_CT_BOOL, "true", 0, 0, OFF(audit_reads), NULL, "Audit successful reads too (writes, tool actions and every refusal are always audited)."},
     {"logging", "level", "LOG_LEVEL", CRT_CT_ENUM, "info", 0, 0, OFF(log_level), log_levels, "debug, info, warn or error."},
     {"logging", "format", "LOG_FORMAT", CRT_CT_ENUM, "json", 0, 0, OFF(log_format), log_formats, "json (one object a line) or text."},
 };

@@ -33,6 +33,7 @@ typedef struct endpoint {
     const char *pattern;
     const char *action;         /* audit action name */
     crt_store_op op;
+    bool is_read;               /* GET/HEAD: audited only with auditReads */
 } endpoint;
 
 typedef enum { CALL_AUTH, CALL_STORE, CALL_DONE } call_state;
@@ -152,6 +153,8 @@ static void audit(api_call *c, const char *outcome, int status)
     crt_runtime *rt = c->rt;
     crt_req *r = c->req;
     if (!rt->audit || !c->claims)
+        return;
+    if (status < 300 && c->ep->is_read && !rt->cfg->audit_reads)
         return;
     crt_audit_event ev = {
         .execution_id = c->claims->execution_id,
@@ -586,7 +589,7 @@ crt_runtime *crt_runtime_new(crt_app *app)
     for (size_t i = 0; i < CRT_ARRAY_LEN(ep_table); i++) {
         endpoint *ep = &rt->eps[ep_table[i].kind];
         *ep = (endpoint){rt, ep_table[i].kind, ep_table[i].method, ep_table[i].pattern, ep_table[i].action,
-                         ep_table[i].op};
+                         ep_table[i].op, strcmp(ep_table[i].method, "GET") == 0};
         crt_router_add(app->router, ep->method, ep->pattern, on_api, ep);
     }
     rt->m_auth_fail = crt_metrics_counter(app->metrics, "cronium_runtime_auth_failures_total",

@@ -6,7 +6,7 @@
 #
 # Environment:
 #   BENCH_SECONDS   duration of each wrk run (default 10)
-#   BENCH_ONLY      comma list of scenarios (default: all): health,variables,startup,conns
+#   BENCH_ONLY      comma list of scenarios (default: all): health,variables,startup,conns,production
 #                   (the nginx ceiling runs whenever health or variables does; `nginx` alone works too)
 #   BENCH_STARTS    number of starts for the start-time median (default 20)
 #   BENCH_CONNS     number of idle keep-alive connections (default 10000)
@@ -31,7 +31,7 @@ NCONNS=${BENCH_CONNS:-10000}
 KEEP=${BENCH_KEEP:-0}
 # "threads connections" pairs; every wrk scenario runs at each of them.
 LEVELS=("1 50" "2 256")
-SCENARIOS=(health variables startup conns)
+SCENARIOS=(health variables startup conns production)
 
 JWT_SECRET_BENCH="bench-secret-0123456789abcdef0123456789abcdef"
 EXEC_ID=bench
@@ -285,6 +285,83 @@ scenario_variables() {
     stop_service variables
 }
 
+wait_port() { # wait_port PORT: up to 5 s for something to accept on 127.0.0.1:PORT
+    local i
+    for ((i = 0; i < 100; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
+# Production mode: cached GET of a variable against a real redis-server, then the same GET
+# with no cache configured so every request goes to the backend fake (cache misses).
+scenario_production() {
+    scenario_nginx
+    command -v redis-server >/dev/null || { problem "production: redis-server not found"; return 1; }
+    local rport fport token url code
+    rport=$(free_port)
+    start_bg redis redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no
+    wait_port "$rport" || { problem "production: redis-server did not listen"; return 1; }
+    fport=$(free_port)
+    cat >"$WORK/seed.json" <<EOS
+{"executions":[{"executionId":"$EXEC_ID","userId":"u1","jobId":"j1","metadata":{"input":{}}}],
+ "variables":[{"userId":"u1","key":"$VAR_KEY","value":"{\"n\":1,\"s\":\"hello\"}"}]}
+EOS
+    start_bg fake "$PY" "$REPO/tests/fakes/backend.py" --host 127.0.0.1 --port "$fport" --token bench-backend \
+        --seed "$WORK/seed.json"
+    wait_port "$fport" || { problem "production: the backend fake did not listen"; return 1; }
+    token=$(JWT_SECRET="$JWT_SECRET_BENCH" "$BIN" token --execution-id "$EXEC_ID" 2>"$WORK/token.err") ||
+        { problem "token minting failed: $(cat "$WORK/token.err")"; return 1; }
+    export BENCH_TOKEN=$token
+    local common=(JWT_SECRET="$JWT_SECRET_BENCH" RATE_LIMIT_PER_MIN=$HUGE RATE_LIMIT_BURST=$HUGE
+                  BACKEND_URL="http://127.0.0.1:$fport" BACKEND_TOKEN=bench-backend)
+    # 1. cached: one warm-up GET fills the cache, then count Valkey commands per request.
+    # Reads are not audited here (AUDIT_READS=false): with them, every GET also POSTs an audit
+    # event to the Python fake, which then takes most of a core away from the two under test.
+    # The audited case runs once more at -c50 below, as prod_audit.
+    start_service prod_cached "${common[@]}" AUDIT_READS=false VALKEY_URL="redis://127.0.0.1:$rport" -- ||
+        { stop_service prod_cached; return 1; }
+    url="http://127.0.0.1:$SVC_PORT/executions/$EXEC_ID/variables/$VAR_KEY"
+    code=$(curl -sS -o "$WORK/pget.body" -w '%{http_code}' -H "Authorization: Bearer $token" "$url")
+    if [[ "$code" != 200 ]] || ! grep -q '"hello"' "$WORK/pget.body"; then
+        problem "production: warm-up GET answered $code: $(cat "$WORK/pget.body")"
+        stop_service prod_cached
+        return 1
+    fi
+    local lvl calls
+    for lvl in "${LEVELS[@]}"; do
+        set -- $lvl
+        redis-cli -p "$rport" CONFIG RESETSTAT >/dev/null
+        run_wrk prod_hit "$url" "$1" "$2" "$SVC_PID" get_variable.lua
+        calls=$(redis-cli -p "$rport" INFO commandstats | tr -d '\r' |
+            awk -F'[:=,]' '/^cmdstat_/ {n += $3} END {print n + 0}')
+        R["prod_hit:$2:valkey_calls"]=$calls
+        service_alive_after "prod_hit -c$2" "${R[prod_hit:$2:cmd]}" || { stop_service prod_cached; return 1; }
+    done
+    stop_service prod_cached
+    start_service prod_audit "${common[@]}" VALKEY_URL="redis://127.0.0.1:$rport" -- ||
+        { stop_service prod_audit; return 1; }
+    url="http://127.0.0.1:$SVC_PORT/executions/$EXEC_ID/variables/$VAR_KEY"
+    set -- ${LEVELS[0]}
+    run_wrk prod_audit "$url" "$1" "$2" "$SVC_PID" get_variable.lua
+    R[prod_audit:dropped]=$(curl -s "http://127.0.0.1:$SVC_PORT/metrics" |
+        awk '/^cronium_runtime_audit_events_total\{result="dropped"/ {print $2}')
+    R[prod_audit:sent]=$(curl -s "http://127.0.0.1:$SVC_PORT/metrics" |
+        awk '/^cronium_runtime_audit_events_total\{result="sent"/ {print $2}')
+    stop_service prod_audit
+    # 2. misses: no cache, every GET reaches the backend fake (concurrent GETs share a request).
+    start_service prod_miss "${common[@]}" -- || { stop_service prod_miss; return 1; }
+    url="http://127.0.0.1:$SVC_PORT/executions/$EXEC_ID/variables/$VAR_KEY"
+    set -- ${LEVELS[0]}
+    run_wrk prod_miss "$url" "$1" "$2" "$SVC_PID" get_variable.lua
+    R[prod_miss:backend_gets]=$(curl -s "http://127.0.0.1:$SVC_PORT/metrics" |
+        awk '/^cronium_runtime_backend_requests_total\{op="get_variable"/ {n += $2} END {print n + 0}')
+    R[prod_miss:coalesced]=$(curl -s "http://127.0.0.1:$SVC_PORT/metrics" |
+        awk '/^cronium_runtime_backend_coalesced_total/ {print $2}')
+    stop_service prod_miss
+}
+
 scenario_startup() {
     log "startup: $STARTS starts, exec to first GET /health 200"
     if ! "$PY" "$HELPER" startup "$BIN" "$STARTS" "$WORK" >"$WORK/startup.kv" 2>"$WORK/startup.err"; then
@@ -382,6 +459,21 @@ print_summary() {
     fi
     if want variables; then
         printf '%-46s %-22s %-12s %s\n' "GET variable req/s vs nginx at -c50" "$r_get" ">= 0.70" "$(verdict "$r_get" '>=' 0.7)"
+    fi
+    if want production; then
+        local r_hit per
+        r_hit=$(ratio "${R[prod_hit:50:rps]:-}" "${R[nginx:50:rps]:-}")
+        printf '%-46s %-22s %-12s %s\n' "cached GET (Valkey) req/s vs nginx at -c50" "$r_hit" ">= 0.50" "$(verdict "$r_hit" '>=' 0.5)"
+        printf '%-46s %-22s %-12s %s\n' "cached GET p99 at -c50 (ms)" "${R[prod_hit:50:p99_ms]:-n/a}" "<= 2" \
+            "$(verdict "${R[prod_hit:50:p99_ms]:-}" '<=' 2)"
+        per=n/a
+        [[ -n "${R[prod_hit:50:requests]:-}" && "${R[prod_hit:50:requests]:-0}" != 0 ]] &&
+            per=$(awk -v c="${R[prod_hit:50:valkey_calls]:-0}" -v r="${R[prod_hit:50:requests]}" 'BEGIN{printf "%.3f", c/r}')
+        printf '%-46s %-22s %-12s %s\n' "Valkey commands per cached GET (-c50)" "$per" "<= 1" "$(verdict "$per" '<=' 1)"
+        echo "cached GET with reads audited (default; audit POSTs to the Python fake on the same CPUs, -c50):" \
+            "${R[prod_audit:50:rps]:-n/a} req/s, p99 ${R[prod_audit:50:p99_ms]:-n/a} ms; audit sent ${R[prod_audit:sent]:-n/a}, dropped ${R[prod_audit:dropped]:-n/a}"
+        echo "cache-miss GET against the backend fake (-c50): ${R[prod_miss:50:rps]:-n/a} req/s, p99 ${R[prod_miss:50:p99_ms]:-n/a} ms;" \
+            "backend GETs ${R[prod_miss:backend_gets]:-n/a}, coalesced ${R[prod_miss:coalesced]:-n/a}"
     fi
     if ((${#PROBLEMS[@]})); then
         echo
