@@ -120,3 +120,21 @@ def test_metrics_move(stack):
     assert d("cronium_runtime_audit_events_total", result="sent") >= 3
     statuses = {lb.get("status") for n, lb, v in m1.samples if n == "cronium_runtime_backend_requests_total"}
     assert "200" in statuses, statuses
+
+
+def test_audit_reads_off_keeps_writes_and_denials(make_stack):
+    """AUDIT_READS=false: a successful GET sends no audit event; a PUT and a
+    403 still do."""
+    st = make_stack(env={"AUDIT_READS": "false"})
+    eid, uid, c = st.execution()
+    other, _, _ = st.execution()
+    assert_ok(c.put(_vpath(eid, "w"), {"value": 2}), {"success": True})
+    for _ in range(3):
+        assert_ok(c.get(_vpath(eid, "w")), {"success": True, "data": {"key": "w", "value": 2}})
+    assert_error(c.get(_vpath(other, "w")), 403, "execution_mismatch")
+    assert st.fb.wait_for(lambda: len(_events_for(st.fb, eid)) >= 2, timeout=5), st.fb.audit_events
+    time.sleep(0.3)  # a read event, if one were sent, would have arrived by now
+    actions = sorted(e["action"] for e in _events_for(st.fb, eid))
+    assert actions == ["get_variable", "set_variable"], actions  # the one get_variable is the 403
+    denial = [e for e in _events_for(st.fb, eid) if e["action"] == "get_variable"][0]
+    assert denial["details"]["status"] == 403, denial
