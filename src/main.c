@@ -241,9 +241,15 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     raise_fd_limit();
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
-        fprintf(stderr, "cronium-runtime: curl initialisation failed\n");
-        return 1;
+    /* Dev mode never talks HTTP outwards: skipping curl's global set-up
+     * (TLS libraries and their configuration) keeps it small and quick. */
+    bool curl_ready = false;
+    if (!cfg.dev) {
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+            fprintf(stderr, "cronium-runtime: curl initialisation failed\n");
+            return 1;
+        }
+        curl_ready = true;
     }
 
     uv_loop_t *loop = uv_default_loop();
@@ -272,7 +278,8 @@ int main(int argc, char **argv)
     crt_app_fini(&app);
     if (uv_loop_close(loop) != 0)
         fprintf(stderr, "cronium-runtime: loop closed with handles still open\n");
-    curl_global_cleanup();
+    if (curl_ready)
+        curl_global_cleanup();
     crt_config_fini(&cfg);
     return rc == 0 ? 0 : 1;
 }
