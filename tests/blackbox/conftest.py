@@ -184,6 +184,10 @@ class Service:
                 self.kill()
         self.stopped = True
         self.returncode = self.proc.returncode
+        if not self.died_on_its_own and self.returncode not in (0, -signal.SIGKILL):
+            # SIGTERM must end in exit 0; a leak checker (LeakSanitizer,
+            # valgrind --error-exitcode) reports through the exit code.
+            problems.append(f"service {self.name} exited with code {self.returncode} after SIGTERM")
         text = self.stderr()
         for m in SANITIZER_MARKERS:
             if m in text:
