@@ -234,8 +234,8 @@ def test_runtime_build_stage_copies_everything_meson_reads():
         copied.update(df.copy_operands(ins)[:-1])
     assert {"meson.build", "meson_options.txt", "src", "include", "subprojects"} <= copied
     top = (REPO / "meson.build").read_text()
-    # subdir() calls outside the `if get_option('tests')` block must be copied.
-    unguarded = re.sub(r"if get_option\('tests'\).*?endif", "", top, flags=re.S)
+    # subdir() calls outside the option-guarded blocks (tests, fuzz: off in the image) must be copied.
+    unguarded = re.sub(r"if get_option\('(tests|fuzz)'\).*?endif", "", top, flags=re.S)
     for sub in re.findall(r"subdir\('([^']+)'\)", unguarded):
         assert sub in copied, f"meson.build reads {sub}/ but the build stage does not copy it"
     for f in re.findall(r"files\('([^']+)'", unguarded) + re.findall(r"executable\([^,]+,\s*'([^']+)'", top):
