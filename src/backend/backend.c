@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/backend.h"
+#include "cronium/list.h"
 #include "cronium/log.h"
 #include "cronium/map.h"
 
@@ -40,14 +41,14 @@ typedef struct xfer {
     bool shared;                    /* registered for GET sharing */
     waiter *waiters;
     uv_timer_t retry;               /* embedded; closed before free */
-    struct xfer *prev, *next;
+    crt_dnode node;                 /* in the backend's live list */
 } xfer;
 
 typedef struct sockctx {
     uv_poll_t poll;
     curl_socket_t fd;
     crt_backend *b;
-    struct sockctx *prev, *next;    /* the backend's open polls */
+    crt_dnode node;                 /* in the backend's open polls */
 } sockctx;
 
 struct crt_backend {
@@ -58,9 +59,9 @@ struct crt_backend {
     char *base;
     struct curl_slist *headers;
     crt_map *gets;                  /* path -> in-flight GET xfer */
-    xfer *live;
+    crt_dlist live;
     size_t nlive;
-    sockctx *socks;
+    crt_dlist socks;
     int consecutive_failures;
     bool closing;
     int open_handles;               /* timer + polls + retry timers */
@@ -90,7 +91,7 @@ static void count_request(crt_backend *b, const char *op, long status, bool fail
 
 static void maybe_free_backend(crt_backend *b)
 {
-    if (!b->closing || b->open_handles > 0 || b->live)
+    if (!b->closing || b->open_handles > 0 || b->live.head)
         return;
     curl_slist_free_all(b->headers);
     crt_map_free(b->gets, NULL);
@@ -128,12 +129,7 @@ static void xfer_finish(xfer *x, int err)
         if (older)
             older->shared = false;
     }
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        b->live = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
+    crt_dlist_remove(&b->live, &x->node);
     b->nlive--;
 
     if (err)
@@ -238,10 +234,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
         }
         s->poll.data = s;
         b->open_handles++;
-        s->next = b->socks;
-        if (b->socks)
-            b->socks->prev = s;
-        b->socks = s;
+        crt_dlist_push_front(&b->socks, &s->node);
         curl_multi_assign(b->multi, fd, s);
     }
     int ev = 0;
@@ -256,13 +249,7 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *soc
 /* Stops watching and unlinks; memory goes in the close callback. */
 static void sock_close(sockctx *s)
 {
-    crt_backend *b = s->b;
-    if (s->prev)
-        s->prev->next = s->next;
-    else
-        b->socks = s->next;
-    if (s->next)
-        s->next->prev = s->prev;
+    crt_dlist_remove(&s->b->socks, &s->node);
     uv_poll_stop(&s->poll);
     uv_close((uv_handle_t *)&s->poll, on_poll_closed);
 }
@@ -448,10 +435,7 @@ int crt_backend_request(crt_backend *b, const char *method, const char *path, co
             curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->body.len);
         }
     }
-    x->next = b->live;
-    if (b->live)
-        b->live->prev = x;
-    b->live = x;
+    crt_dlist_push_front(&b->live, &x->node);
     b->nlive++;
     if (share) {
         void **slot = crt_map_slot(b->gets, x->path, strlen(x->path), true);
@@ -543,14 +527,14 @@ void crt_backend_free(crt_backend *b)
     if (!b || b->closing)
         return;
     b->closing = true;
-    while (b->live)
-        xfer_finish(b->live, CRT_EUNAVAIL);
+    while (b->live.head)
+        xfer_finish(crt_container_of(b->live.head, xfer, node), CRT_EUNAVAIL);
     /* Closing the multi closes cached connections (their polls are removed
      * through on_socket); any poll left is closed here. */
     curl_multi_cleanup(b->multi);
     b->multi = NULL;
-    while (b->socks)
-        sock_close(b->socks);
+    while (b->socks.head)
+        sock_close(crt_container_of(b->socks.head, sockctx, node));
     uv_timer_stop(&b->timer);
     uv_close((uv_handle_t *)&b->timer, on_timer_closed);
 }

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/cache.h"
+#include "cronium/list.h"
 #include "cronium/log.h"
 
 #define BACKOFF_MIN_MS 100
@@ -22,7 +23,7 @@ typedef struct cmd {
     void *ud;
     uint64_t deadline;
     bool abandoned;             /* answered by a timeout; the late reply is dropped */
-    struct cmd *prev, *next;
+    crt_dnode node;             /* in the pending list */
 } cmd;
 
 struct crt_cache {
@@ -41,7 +42,7 @@ struct crt_cache {
     uv_getaddrinfo_t gai;
     bool gai_busy;
     uint64_t backoff_ms;
-    cmd *head, *tail;           /* pending, oldest first */
+    crt_dlist pending;          /* oldest first */
     size_t npending;
     int open_handles;
     bool was_up;
@@ -160,25 +161,20 @@ int crt_cache_check_url(const char *url, char *err, size_t errcap)
 
 /* ---- commands ----------------------------------------------------------------------------------- */
 
+#define CMD_OF(n) crt_container_of((n), cmd, node)
+
 static void unlink_cmd(crt_cache *c, cmd *x)
 {
-    if (x->prev)
-        x->prev->next = x->next;
-    else
-        c->head = x->next;
-    if (x->next)
-        x->next->prev = x->prev;
-    else
-        c->tail = x->prev;
-    x->prev = x->next = NULL;
+    crt_dlist_remove(&c->pending, &x->node);
     c->npending--;
 }
 
 static void arm_cmd_timer(crt_cache *c)
 {
-    cmd *x = c->head;
-    while (x && x->abandoned)
-        x = x->next;
+    crt_dnode *n = c->pending.head;
+    while (n && CMD_OF(n)->abandoned)
+        n = n->next;
+    cmd *x = n ? CMD_OF(n) : NULL;
     if (!x) {
         uv_timer_stop(&c->cmd_timer);
         return;
@@ -222,7 +218,8 @@ static void on_cmd_timeout(uv_timer_t *t)
     crt_cache *c = t->data;
     uint64_t now = uv_now(c->loop);
     bool expired = false;
-    for (cmd *x = c->head; x; x = x->next) {
+    for (crt_dnode *n = c->pending.head; n; n = n->next) {
+        cmd *x = CMD_OF(n);
         if (!x->abandoned && x->deadline <= now) {
             /* Answer now; the reply, if it ever comes, is dropped. */
             x->abandoned = true;
@@ -257,12 +254,7 @@ int crt_cache_cmd(crt_cache *c, crt_cache_cb cb, void *ud, int argc, const char 
         free(x);
         return CRT_EUNAVAIL;
     }
-    x->prev = c->tail;
-    if (c->tail)
-        c->tail->next = x;
-    else
-        c->head = x;
-    c->tail = x;
+    crt_dlist_push_back(&c->pending, &x->node);
     c->npending++;
     if (c->npending == 1 || !uv_is_active((uv_handle_t *)&c->cmd_timer))
         arm_cmd_timer(c);

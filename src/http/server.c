@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/http.h"
+#include "cronium/list.h"
 #include "cronium/log.h"
 
 /* Pipelined input buffered while a request is being handled; reading pauses
@@ -29,7 +30,7 @@ struct crt_conn {
     uv_shutdown_t sreq;
     llhttp_t parser;
     crt_server *srv;
-    crt_conn *prev, *next;          /* the server's list of connections */
+    crt_dnode node;                 /* in the server's list of connections */
     conn_state state;
     int open_handles;               /* tcp + timer until their close callbacks */
     bool reading;
@@ -61,7 +62,7 @@ struct crt_server {
     char *host;
     crt_router *router;
     llhttp_settings_t settings;
-    crt_conn *conns;
+    crt_dlist conns;
     size_t nconns;
     uint64_t rejected;
     bool listener_open;
@@ -658,12 +659,7 @@ static void conn_close(crt_conn *c)
         return;
     crt_server *s = c->srv;
     c->state = CONN_CLOSING;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    crt_dlist_remove(&s->conns, &c->node);
     s->nconns--;
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, conn_on_close);
@@ -690,10 +686,7 @@ static void server_on_connection(uv_stream_t *ls, int status)
     c->timer.data = c;
     c->open_handles++;
     c->state = CONN_OPEN;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    crt_dlist_push_front(&s->conns, &c->node);
     s->nconns++;
     llhttp_init(&c->parser, HTTP_REQUEST, &s->settings);
     c->parser.data = c;
@@ -814,8 +807,8 @@ static void server_on_deadline(uv_timer_t *t)
 {
     crt_server *s = t->data;
     CRT_LOGF(CRT_LOG_WARN, "shutdown deadline reached, closing busy connections", CRT_LI("connections", s->nconns));
-    while (s->conns)
-        conn_close(s->conns);
+    while (s->conns.head)
+        conn_close(crt_container_of(s->conns.head, crt_conn, node));
     /* Requests still waiting on I/O finish (discarded) once their
      * dependencies are stopped by the callback. */
     server_done(s);
@@ -837,14 +830,13 @@ void crt_server_shutdown(crt_server *s, uint64_t deadline_ms, void (*cb)(crt_ser
         s->listener_open = false;
     }
     /* Idle connections close now; busy ones after their answer. */
-    crt_conn *c = s->conns;
-    while (c) {
-        crt_conn *next = c->next;
-        if ((c->req.state == CRT_REQ_HEAD && !c->msg_started && c->in.len == 0))
+    for (crt_dnode *n = s->conns.head, *next; n; n = next) {
+        next = n->next;
+        crt_conn *c = crt_container_of(n, crt_conn, node);
+        if (c->req.state == CRT_REQ_HEAD && !c->msg_started && c->in.len == 0)
             conn_close(c);
         else
             c->close_after = true;
-        c = next;
     }
     server_maybe_done(s);
 }

@@ -15,6 +15,7 @@
 #include "cronium/cache.h"
 #include "cronium/context.h"
 #include "cronium/json.h"
+#include "cronium/list.h"
 #include "cronium/log.h"
 #include "cronium/map.h"
 #include "cronium/store.h"
@@ -33,7 +34,7 @@ typedef struct ctx_entry {
     crt_buf output;             /* last output set through this process */
     char condition[6];          /* "" unknown */
     char *id;
-    struct ctx_entry *prev, *next;  /* LRU, most recent first */
+    crt_dnode node;             /* in the LRU, most recent first */
 } ctx_entry;
 
 typedef enum { K_CONTEXT, K_VARIABLE, K_OUTPUT, K_CONDITION, K_COUNT } cache_kind;
@@ -71,7 +72,7 @@ struct prodstore {
     uint64_t ttl_ms;
     uint64_t lock_ttl_ms;
     crt_map *ctxs;              /* exec id -> ctx_entry */
-    ctx_entry *lru_head, *lru_tail;
+    crt_dlist lru;
     crt_map *incr_lines;        /* user\0key -> last queued op */
     /* audit */
     crt_buf *audit_q;           /* ring of pending bodies */
@@ -311,28 +312,8 @@ static void encode_put_body(const char *v, size_t n, crt_buf *out)
 
 /* ---- context --------------------------------------------------------------------------------------- */
 
-static void lru_unlink(prodstore *ps, ctx_entry *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        ps->lru_head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        ps->lru_tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void lru_front(prodstore *ps, ctx_entry *e)
-{
-    e->next = ps->lru_head;
-    if (ps->lru_head)
-        ps->lru_head->prev = e;
-    ps->lru_head = e;
-    if (!ps->lru_tail)
-        ps->lru_tail = e;
-}
+static void lru_unlink(prodstore *ps, ctx_entry *e) { crt_dlist_remove(&ps->lru, &e->node); }
+static void lru_front(prodstore *ps, ctx_entry *e) { crt_dlist_push_front(&ps->lru, &e->node); }
 
 static void ctx_entry_free(void *p)
 {
@@ -348,7 +329,7 @@ static void ctx_entry_free(void *p)
 static ctx_entry *ctx_lookup(prodstore *ps, const char *id)
 {
     ctx_entry *e = crt_map_get(ps->ctxs, id, strlen(id));
-    if (e && e != ps->lru_head) {
+    if (e && &e->node != ps->lru.head) {
         lru_unlink(ps, e);
         lru_front(ps, e);
     }
@@ -370,8 +351,8 @@ static ctx_entry *ctx_insert(prodstore *ps, const char *id, const char *json, si
         lru_unlink(ps, old);
         ctx_entry_free(old);
     }
-    while (crt_map_size(ps->ctxs) >= CTX_CACHE_MAX && ps->lru_tail) {
-        ctx_entry *victim = ps->lru_tail;
+    while (crt_map_size(ps->ctxs) >= CTX_CACHE_MAX && ps->lru.tail) {
+        ctx_entry *victim = crt_container_of(ps->lru.tail, ctx_entry, node);
         lru_unlink(ps, victim);
         crt_map_del(ps->ctxs, victim->id, strlen(victim->id));
         ctx_entry_free(victim);
