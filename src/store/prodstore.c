@@ -549,16 +549,18 @@ static void on_var_put(void *ud, const crt_backend_resp *r)
     cache_then_answer(o, K_VARIABLE, &o->work, o->result.data, o->result.len);
 }
 
-static void var_put(op *o, crt_backend_cb cb)
+/* PUT {"value": v} for o's variable. Returns 0, or an error (cb not called). */
+static int var_put(op *o, const char *v, size_t n, const char *opname, crt_backend_cb cb)
 {
     crt_buf path, body;
     crt_buf_init(&path);
     crt_buf_init(&body);
     var_path(o, &path);
-    encode_put_body(o->value.data, o->value.len, &body);
-    backend_call(o, "PUT", crt_buf_cstr(&path), body.data, body.len, "set_variable", cb);
+    encode_put_body(v, n, &body);
+    int rc = crt_backend_request(o->ps->backend, "PUT", crt_buf_cstr(&path), body.data, body.len, opname, 0, cb, o);
     crt_buf_fini(&path);
     crt_buf_fini(&body);
+    return rc;
 }
 
 static void on_var_cache_deleted(void *ud, const crt_cache_reply *r)
@@ -690,15 +692,9 @@ static void on_incr_read(void *ud, const crt_backend_resp *r)
     crt_buf_reset(&o->result);
     crt_buf_append(&o->result, sum.data, sum.len);
     crt_buf_fini(&sum);
-    /* PUT the number; value stays the increment, so encode from result. */
-    crt_buf path, body;
-    crt_buf_init(&path);
-    crt_buf_init(&body);
-    var_path(o, &path);
-    encode_put_body(o->result.data, o->result.len, &body);
-    backend_call(o, "PUT", crt_buf_cstr(&path), body.data, body.len, "increment_variable", on_incr_put);
-    crt_buf_fini(&path);
-    crt_buf_fini(&body);
+    /* PUT the number (o->value still holds the increment). */
+    if (var_put(o, o->result.data, o->result.len, "increment_variable", on_incr_put))
+        incr_done(o, CRT_EUNAVAIL, "the Cronium backend client is not available", 2);
 }
 
 static void incr_next(op *o)
@@ -927,7 +923,8 @@ static void op_with_context(op *o, ctx_entry *e)
         }
         return;
     case CRT_ST_PUT_VAR:
-        var_put(o, on_var_put);
+        if (var_put(o, o->value.data, o->value.len, "set_variable", on_var_put))
+            op_unavailable(o, "the Cronium backend client is not available", 2);
         return;
     case CRT_ST_DEL_VAR: {
         crt_buf path;
