@@ -265,13 +265,22 @@ static void op_backend_failed(op *o, const crt_backend_resp *r, const char *what
     crt_buf_fini(&tmp);
 }
 
+/* Starts a backend request for o; fails (cb not called) once the client is
+ * gone at shutdown, when late cache callbacks may still try. */
+static int backend_req(op *o, const char *method, const char *path, const char *body, size_t len,
+                       const char *opname, unsigned flags, crt_backend_cb cb)
+{
+    if (!o->ps->backend)
+        return CRT_EUNAVAIL;
+    return crt_backend_request(o->ps->backend, method, path, body, len, opname, flags, cb, o);
+}
+
 static void backend_call(op *o, const char *method, const char *path, const char *body, size_t len, const char *opname,
                          crt_backend_cb cb)
 {
     unsigned flags = strcmp(method, "GET") == 0 ? CRT_BACKEND_SHARE : 0;
-    if (crt_backend_request(o->ps->backend, method, path, body, len, opname, flags, cb, o)) {
+    if (backend_req(o, method, path, body, len, opname, flags, cb))
         op_unavailable(o, "the Cronium backend client is not available", 2);
-    }
 }
 
 static void rfc3339_now(char *out, size_t cap) { crt_rfc3339(out, cap, -1, true); }
@@ -557,7 +566,7 @@ static int var_put(op *o, const char *v, size_t n, const char *opname, crt_backe
     crt_buf_init(&body);
     var_path(o, &path);
     encode_put_body(v, n, &body);
-    int rc = crt_backend_request(o->ps->backend, "PUT", crt_buf_cstr(&path), body.data, body.len, opname, 0, cb, o);
+    int rc = backend_req(o, "PUT", crt_buf_cstr(&path), body.data, body.len, opname, 0, cb);
     crt_buf_fini(&path);
     crt_buf_fini(&body);
     return rc;
@@ -703,7 +712,7 @@ static void incr_next(op *o)
     crt_buf path;
     crt_buf_init(&path);
     var_path(o, &path);
-    if (crt_backend_request(o->ps->backend, "GET", crt_buf_cstr(&path), NULL, 0, "get_variable", 0, on_incr_read, o))
+    if (backend_req(o, "GET", crt_buf_cstr(&path), NULL, 0, "get_variable", 0, on_incr_read))
         incr_done(o, CRT_EUNAVAIL, "the Cronium backend client is not available", 2);
     crt_buf_fini(&path);
 }

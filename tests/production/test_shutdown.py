@@ -116,3 +116,31 @@ def test_sigterm_flushes_the_audit_queue(make_stack):
     texts = [json.dumps(e.get("details"), ensure_ascii=False) for e in events]
     missing = [i for i in range(10) if not any(f'"a{i}"' in t for t in texts)]
     assert not missing, f"audit events of PUT a{missing} lost at shutdown ({len(events)} events arrived)"
+
+
+def test_sigterm_deadline_while_valkey_hangs(make_stack):
+    """The shutdown deadline passes while reads still wait on a hung Valkey:
+    the clients are stopped under them, their late callbacks must not use
+    the stopped clients, and the process still exits 0."""
+    import os
+    import signal
+    st = make_stack(env={**ENV, "SHUTDOWN_TIMEOUT": "300ms", "VALKEY_TIMEOUT": "3s"})
+    eid, uid, c = st.execution()
+    assert_ok(c.put(_vpath(eid, "h"), {"value": 1}), {"success": True})
+    os.kill(st.redis.proc.pid, signal.SIGSTOP)
+    try:
+        def req(cl, i):
+            return cl.get(_vpath(eid, "h"))
+
+        threads, results = _start_requests(st, eid, uid, 4, req)
+        time.sleep(0.3)     # the GETs are waiting on Valkey now
+        t0 = time.monotonic()
+        st.svc.terminate()
+        rc = st.svc.wait_exit(5)
+        took = time.monotonic() - t0
+    finally:
+        os.kill(st.redis.proc.pid, signal.SIGCONT)
+    for t in threads:
+        t.join(10)
+    assert rc == 0, f"exit code {rc} (None: still running)\n{st.svc.stderr()[-3000:]}"
+    assert took < 3, f"exit took {took:.2f}s with SHUTDOWN_TIMEOUT=300ms"
