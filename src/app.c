@@ -25,35 +25,24 @@ static void on_ready(crt_req *req, void *ctx)
 {
     crt_app *app = ctx;
     static const char *const names[] = {"up", "down", "disabled"};
+    static const char *const want[] = {"valkey", "backend"};
+    crt_check_state st[2] = {CRT_CHECK_DISABLED, CRT_CHECK_DISABLED};
     bool unready = app->stopping, degraded = false;
+    for (size_t w = 0; w < 2; w++) {
+        for (size_t i = 0; i < app->nchecks; i++) {
+            if (strcmp(app->checks[i].name, want[w]) != 0)
+                continue;
+            st[w] = app->checks[i].fn(app->checks[i].ctx);
+            if (st[w] == CRT_CHECK_DOWN && app->checks[i].critical)
+                unready = true;
+            else if (st[w] == CRT_CHECK_DOWN)
+                degraded = true;
+        }
+    }
     crt_buf *b = &req->resp_body;
     crt_buf_reset(b);
-    crt_buf_puts(b, ",\"checks\":{");
-    const char *want[] = {"valkey", "backend"};
-    for (size_t w = 0; w < 2; w++) {
-        crt_check_state st = CRT_CHECK_DISABLED;
-        for (size_t i = 0; i < app->nchecks; i++) {
-            if (strcmp(app->checks[i].name, want[w]) == 0) {
-                st = app->checks[i].fn(app->checks[i].ctx);
-                if (st == CRT_CHECK_DOWN) {
-                    if (app->checks[i].critical)
-                        unready = true;
-                    else
-                        degraded = true;
-                }
-            }
-        }
-        crt_buf_printf(b, "%s\"%s\":\"%s\"", w ? "," : "", want[w], names[st]);
-    }
-    crt_buf_puts(b, "}}");
-    const char *status = unready ? "unready" : degraded ? "degraded" : "ready";
-    char head[48];
-    int hn = snprintf(head, sizeof head, "{\"status\":\"%s\"", status);
-    /* Prepend the status: the checks part is short, so shift it. */
-    crt_buf_reserve(b, (size_t)hn);
-    memmove(b->data + hn, b->data, b->len);
-    memcpy(b->data, head, (size_t)hn);
-    b->len += (size_t)hn;
+    crt_buf_printf(b, "{\"status\":\"%s\",\"checks\":{\"valkey\":\"%s\",\"backend\":\"%s\"}}",
+                   unready ? "unready" : degraded ? "degraded" : "ready", names[st[0]], names[st[1]]);
     crt_req_respond(req, unready ? 503 : 200, "application/json", b->data, b->len);
 }
 
