@@ -112,4 +112,18 @@ const char *crt_devstore_seed_user(crt_store *s);
 /* Audit that writes events to the log. */
 crt_audit *crt_audit_log_new(void);
 
+/* ---- audit to the backend ------------------------------------------------------------------- */
+
+struct crt_backend;
+struct crt_metrics;
+/* Ships events to POST /api/internal/audit through a bounded queue (a few in
+ * flight at once); never delays a request; drops (and counts) what does not
+ * fit. The backend client is borrowed until crt_audit_backend_detach. */
+crt_audit *crt_audit_backend_new(struct crt_backend *b, struct crt_metrics *m);
+/* Stops taking events; cb runs once nothing is queued or in flight (maybe
+ * before this returns). */
+void crt_audit_backend_drain(crt_audit *a, void (*cb)(void *ctx), void *ctx);
+/* The backend client is going away: what is still queued is dropped (counted). */
+void crt_audit_backend_detach(crt_audit *a);
+
 #endif

@@ -654,10 +654,11 @@ void crt_runtime_free(crt_runtime *rt)
 {
     if (!rt)
         return;
-    if (rt->audit)
-        rt->audit->vt->free(rt->audit);
+    /* The store may still point at the audit (production: it drains it). */
     if (rt->store)
         rt->store->vt->free(rt->store);
+    if (rt->audit)
+        rt->audit->vt->free(rt->audit);
     crt_jwt_free(rt->jwt);
     crt_ratelimit_free(rt->rl_exec);
     crt_ratelimit_free(rt->rl_auth);

@@ -21,8 +21,7 @@
 #include "cronium/store.h"
 
 #define CTX_CACHE_MAX 10000
-#define AUDIT_QUEUE_MAX 10000
-#define AUDIT_IN_FLIGHT 4
+#define AUDIT_FLUSH_MS 3000     /* audit drain allowed at shutdown */
 #define LOCK_RETRY_MS 15
 #define GEN_SLOTS 4096          /* write generations, by hash of user and key */
 #define DIRTY_MAX 4096          /* cache keys whose update failed */
@@ -74,10 +73,7 @@ struct prodstore {
     crt_map *ctxs;              /* exec id -> ctx_entry */
     crt_dlist lru;
     crt_map *incr_lines;        /* user\0key -> last queued op */
-    /* audit */
-    crt_buf *audit_q;           /* ring of pending bodies */
-    size_t aq_head, aq_len;
-    int audit_in_flight;
+    crt_audit *audit;           /* ships to the backend; owned by the runtime */
     bool shutting_down;
     uv_timer_t flush_timer;
     bool flush_timer_open;
@@ -92,7 +88,6 @@ struct prodstore {
     size_t ndirty;
     size_t dirty_sent;          /* in the DEL in flight */
     uint64_t *m_cache[K_COUNT][3];  /* hit, miss, error */
-    uint64_t *m_audit_sent, *m_audit_failed, *m_audit_dropped;
 };
 
 enum { R_HIT, R_MISS, R_ERROR };
@@ -1002,95 +997,6 @@ static void prod_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, v
     op_start(o);
 }
 
-/* ---- audit ----------------------------------------------------------------------------------------------------- */
-
-static void audit_pump(prodstore *ps);
-
-static void on_audit_sent(void *ud, const crt_backend_resp *r)
-{
-    prodstore *ps = ud;
-    ps->audit_in_flight--;
-    if (!r->err && r->status / 100 == 2)
-        (*ps->m_audit_sent)++;
-    else
-        (*ps->m_audit_failed)++;
-    audit_pump(ps);
-}
-
-static void prod_release(prodstore *ps);
-
-static void audit_pump(prodstore *ps)
-{
-    while (ps->aq_len && ps->audit_in_flight < AUDIT_IN_FLIGHT && ps->backend) {
-        crt_buf *b = &ps->audit_q[ps->aq_head];
-        int rc = crt_backend_request(ps->backend, "POST", "/api/internal/audit", b->data, b->len, "audit", 0,
-                                     on_audit_sent, ps);
-        crt_buf_fini(b);
-        ps->aq_head = (ps->aq_head + 1) % AUDIT_QUEUE_MAX;
-        ps->aq_len--;
-        if (rc)
-            (*ps->m_audit_failed)++;
-        else
-            ps->audit_in_flight++;
-    }
-    if (ps->shutting_down && !ps->aq_len && !ps->audit_in_flight)
-        prod_release(ps);
-}
-
-static void audit_emit(crt_audit *a, const crt_audit_event *ev);
-
-typedef struct prod_audit {
-    crt_audit base;
-    prodstore *ps;
-} prod_audit;
-
-static void audit_emit(crt_audit *a, const crt_audit_event *ev)
-{
-    prodstore *ps = ((prod_audit *)a)->ps;
-    if (!ps || ps->shutting_down || ps->aq_len == AUDIT_QUEUE_MAX) {
-        if (ps)
-            (*ps->m_audit_dropped)++;
-        return;
-    }
-    crt_buf *b = &ps->audit_q[(ps->aq_head + ps->aq_len) % AUDIT_QUEUE_MAX];
-    crt_buf_init(b);
-    char ts[40];
-    rfc3339_now(ts, sizeof ts);
-    crt_buf d;
-    crt_buf_init(&d);
-    crt_buf_puts(&d, "{\"outcome\":");
-    crt_buf_json_str(&d, ev->outcome, strlen(ev->outcome));
-    crt_buf_printf(&d, ",\"status\":%d,\"userId\":", ev->status);
-    crt_buf_json_str(&d, ev->user_id ? ev->user_id : "", ev->user_id ? strlen(ev->user_id) : 0);
-    if (ev->key) {
-        crt_buf_puts(&d, ",\"key\":");
-        crt_buf_json_str(&d, ev->key, ev->key_len);
-    }
-    crt_buf_puts(&d, ",\"requestId\":");
-    crt_buf_json_str(&d, ev->request_id ? ev->request_id : "", ev->request_id ? strlen(ev->request_id) : 0);
-    crt_buf_puts(&d, ",\"clientIp\":");
-    crt_buf_json_str(&d, ev->client_ip ? ev->client_ip : "", ev->client_ip ? strlen(ev->client_ip) : 0);
-    crt_buf_putc(&d, '}');
-    crt_buf_puts(b, "{\"executionId\":");
-    crt_buf_json_str(b, ev->execution_id, strlen(ev->execution_id));
-    crt_buf_puts(b, ",\"action\":");
-    crt_buf_json_str(b, ev->action, strlen(ev->action));
-    crt_buf_puts(b, ",\"details\":");
-    crt_buf_append(b, d.data, d.len);
-    crt_buf_puts(b, ",\"metadata\":");
-    crt_buf_append(b, d.data, d.len);
-    crt_buf_printf(b, ",\"timestamp\":\"%s\"}", ts);
-    crt_buf_fini(&d);
-    ps->aq_len++;
-    audit_pump(ps);
-}
-
-static void audit_shutdown(crt_audit *a) { (void)a; }
-
-static void audit_free(crt_audit *a) { free(a); }
-
-static const crt_audit_vtable prod_audit_vt = {audit_emit, audit_shutdown, audit_free};
-
 /* ---- lifecycle --------------------------------------------------------------------------------------------------- */
 
 static crt_check_state check_valkey(void *ctx)
@@ -1116,6 +1022,8 @@ static void prod_release(prodstore *ps)
         ps->flush_timer_open = false;
         uv_close((uv_handle_t *)&ps->flush_timer, on_flush_timer_closed);
     }
+    if (ps->audit)
+        crt_audit_backend_detach(ps->audit);
     if (ps->backend) {
         crt_backend *b = ps->backend;
         ps->backend = NULL;
@@ -1128,20 +1036,9 @@ static void prod_release(prodstore *ps)
     }
 }
 
-static void on_flush_deadline(uv_timer_t *t)
-{
-    prodstore *ps = t->data;
-    if (ps->aq_len || ps->audit_in_flight)
-        CRT_LOGF(CRT_LOG_WARN, "audit flush deadline passed, events dropped", CRT_LI("queued", ps->aq_len),
-                 CRT_LI("in_flight", ps->audit_in_flight));
-    *ps->m_audit_dropped += ps->aq_len;
-    while (ps->aq_len) {
-        crt_buf_fini(&ps->audit_q[ps->aq_head]);
-        ps->aq_head = (ps->aq_head + 1) % AUDIT_QUEUE_MAX;
-        ps->aq_len--;
-    }
-    prod_release(ps);
-}
+static void on_audit_drained(void *ctx) { prod_release(ctx); }
+
+static void on_flush_deadline(uv_timer_t *t) { prod_release(t->data); }
 
 static void prod_shutdown(crt_store *s)
 {
@@ -1152,8 +1049,8 @@ static void prod_shutdown(crt_store *s)
     uv_timer_init(ps->loop, &ps->flush_timer);
     ps->flush_timer.data = ps;
     ps->flush_timer_open = true;
-    uv_timer_start(&ps->flush_timer, on_flush_deadline, 3000, 0);
-    audit_pump(ps);
+    uv_timer_start(&ps->flush_timer, on_flush_deadline, AUDIT_FLUSH_MS, 0);
+    crt_audit_backend_drain(ps->audit, on_audit_drained, ps);
 }
 
 static void prod_free(crt_store *s)
@@ -1162,9 +1059,6 @@ static void prod_free(crt_store *s)
     if (!ps)
         return;
     prod_release(ps);
-    for (size_t i = 0; i < ps->aq_len; i++)
-        crt_buf_fini(&ps->audit_q[(ps->aq_head + i) % AUDIT_QUEUE_MAX]);
-    free(ps->audit_q);
     crt_map_free(ps->ctxs, ctx_entry_free);
     crt_map_free(ps->incr_lines, NULL);
     for (size_t i = 0; i < ps->ndirty; i++)
@@ -1190,7 +1084,6 @@ crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, 
     ps->lock_ttl_ms = cfg->lock_ttl_ms;
     ps->ctxs = crt_map_new();
     ps->incr_lines = crt_map_new();
-    ps->audit_q = calloc(AUDIT_QUEUE_MAX, sizeof *ps->audit_q);
     /* The whole retry budget stays below the server's write timeout. */
     uint64_t deadline = cfg->write_timeout_ms > 2000 ? cfg->write_timeout_ms - 1000 : cfg->write_timeout_ms / 2;
     crt_backend_opts bo = {
@@ -1203,7 +1096,7 @@ crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, 
         .max_connections = (long)cfg->backend_max_concurrent,
     };
     ps->backend = crt_backend_new(app->loop, &bo, app->metrics);
-    if (!ps->ctxs || !ps->incr_lines || !ps->audit_q || !ps->backend) {
+    if (!ps->ctxs || !ps->incr_lines || !ps->backend) {
         snprintf(err, errcap, "out of memory");
         prod_free(&ps->base);
         return NULL;
@@ -1232,22 +1125,14 @@ crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, 
                                                     "Cache lookups by kind and result.", labels);
         }
     }
-    ps->m_audit_sent = crt_metrics_counter(app->metrics, "cronium_runtime_audit_events_total",
-                                           "Audit events by outcome.", "result=\"sent\"");
-    ps->m_audit_failed = crt_metrics_counter(app->metrics, "cronium_runtime_audit_events_total",
-                                             "Audit events by outcome.", "result=\"failed\"");
-    ps->m_audit_dropped = crt_metrics_counter(app->metrics, "cronium_runtime_audit_events_total",
-                                              "Audit events by outcome.", "result=\"dropped\"");
     crt_app_add_ready_check(app, "valkey", check_valkey, ps, false);
     crt_app_add_ready_check(app, "backend", check_backend, ps, true);
-    prod_audit *pa = calloc(1, sizeof *pa);
-    if (!pa) {
+    ps->audit = crt_audit_backend_new(ps->backend, app->metrics);
+    if (!ps->audit) {
         prod_free(&ps->base);
         return NULL;
     }
-    pa->base.vt = &prod_audit_vt;
-    pa->ps = ps;
-    *audit = &pa->base;
+    *audit = ps->audit;
     CRT_LOGF(CRT_LOG_INFO, "production store", CRT_LS("backend", cfg->backend_url),
              CRT_LS("valkey", ps->cache ? "configured" : "disabled (no cache.url)"));
     return &ps->base;
