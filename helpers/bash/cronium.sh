@@ -125,7 +125,13 @@ function _cronium_init() {
   _cronium_uri _cronium_exec_path "$CRONIUM_EXECUTION_ID" || return 1
   _cronium_exec_path=/executions/$_cronium_exec_path
 
-  _cronium_setting CRONIUM_MAX_RETRIES 3 int || return 1
+  # Total attempts: CRONIUM_MAX_ATTEMPTS as in the Python and Node helpers, or
+  # CRONIUM_MAX_RETRIES, the old helper's name for the same number.
+  if [[ -n ${CRONIUM_MAX_ATTEMPTS:-} ]]; then
+    _cronium_setting CRONIUM_MAX_ATTEMPTS 3 int || return 1
+  else
+    _cronium_setting CRONIUM_MAX_RETRIES 3 int || return 1
+  fi
   _cronium_attempts=$_cronium_val
   _cronium_setting CRONIUM_TIMEOUT 30 sec || return 1
   _cronium_timeout_ms=$_cronium_val

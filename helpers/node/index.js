@@ -183,7 +183,9 @@ function toList(value, name) {
  *   token         CRONIUM_EXECUTION_TOKEN, CRONIUM_API_TOKEN
  *   executionId   CRONIUM_EXECUTION_ID
  *   debug         CRONIUM_DEBUG=1
- *   timeout, maxAttempts, retryDelay, maxRetryDelay, maxRetryAfter (milliseconds / count)
+ *   timeout       CRONIUM_TIMEOUT (seconds in the environment, milliseconds as an option)
+ *   maxAttempts   CRONIUM_MAX_ATTEMPTS (or CRONIUM_MAX_RETRIES), total attempts, default 3
+ *   retryDelay, maxRetryDelay, maxRetryAfter (milliseconds)
  *   logger        function receiving each debug line (default: write to stderr)
  *   env           where to read the settings from (default process.env)
  * The constructor throws only for an explicit option of the wrong type; missing or
@@ -225,6 +227,28 @@ class Cronium {
     this.#executionId = executionId === undefined ? null : String(executionId);
 
     this.#configProblem = null;
+    // The same retry settings the bash and Python helpers read (options win).
+    const envNumber = (names, min, scale) => {
+      for (const name of names) {
+        const raw = env[name];
+        if (raw === undefined || raw === '') continue;
+        const v = Number(raw);
+        if (!Number.isFinite(v) || v < min) {
+          this.#configProblem = `${name} must be a number >= ${min}, got ${JSON.stringify(raw)}`;
+          return undefined;
+        }
+        return v * scale;
+      }
+      return undefined;
+    };
+    if (options.timeout === undefined) {
+      const t = envNumber(['CRONIUM_TIMEOUT'], 0.001, 1000);   // seconds in the environment
+      if (t !== undefined) this.timeout = t;
+    }
+    if (options.maxAttempts === undefined) {
+      const a = envNumber(['CRONIUM_MAX_ATTEMPTS', 'CRONIUM_MAX_RETRIES'], 1, 1);
+      if (a !== undefined) this.maxAttempts = Math.floor(a);
+    }
     this.#base = null;
     let url = null;
     try {

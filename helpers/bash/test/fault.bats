@@ -66,6 +66,13 @@ setup() {
   assert_eq "$(fault_count)" 5
 }
 
+@test "CRONIUM_MAX_ATTEMPTS (the Python/Node name) wins over CRONIUM_MAX_RETRIES" {
+  fault_script '[{"status":500},{"status":500},{"status":500},{"status":500},{"status":500}]'
+  CRONIUM_MAX_ATTEMPTS=2 CRONIUM_MAX_RETRIES=4 run --separate-stderr cronium_input
+  assert_eq "$status" 1
+  assert_eq "$(fault_count)" 2
+}
+
 @test "a 4xx other than 429 is not retried" {
   local st code
   for st in 400 401 403 405 409 413; do

@@ -433,3 +433,27 @@ describe('settings', () => {
     assert.throws(() => new Cronium({ logger: 'x' }), TypeError);
   });
 });
+
+describe('retry settings from the environment', () => {
+  let srv;
+  after(async () => { if (srv) await srv.close(); });
+
+  it('reads CRONIUM_MAX_ATTEMPTS (and the old CRONIUM_MAX_RETRIES) like bash and Python', async () => {
+    srv = await startFaultServer([]);
+    for (const [env, want] of [[{ CRONIUM_MAX_ATTEMPTS: '1' }, 1], [{ CRONIUM_MAX_RETRIES: '2' }, 2],
+                               [{}, 3]]) {
+      srv.setSteps([json(503, { success: false }), json(503, { success: false }), json(503, { success: false })]);
+      srv.requests.length = 0;
+      const c = new Cronium({ apiUrl: srv.url, token: TOKEN, executionId: 'exec-1', retryDelay: 5, maxRetryDelay: 5, env });
+      await assert.rejects(c.input(), CroniumAPIError);
+      assert.equal(srv.requests.length, want, JSON.stringify(env));
+    }
+  });
+
+  it('reads CRONIUM_TIMEOUT in seconds and reports a bad value on the first call', async () => {
+    assert.equal(new Cronium({ env: { CRONIUM_TIMEOUT: '2.5' } }).timeout, 2500);
+    assert.equal(new Cronium({ timeout: 700, env: { CRONIUM_TIMEOUT: '9' } }).timeout, 700);
+    const bad = new Cronium({ apiUrl: 'http://127.0.0.1:9', token: TOKEN, executionId: 'e', env: { CRONIUM_MAX_ATTEMPTS: 'lots' } });
+    await assert.rejects(bad.input(), /CRONIUM_MAX_ATTEMPTS/);
+  });
+});

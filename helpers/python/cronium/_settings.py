@@ -27,6 +27,7 @@ ENV_EXECUTION_ID = ("CRONIUM_EXECUTION_ID",)
 ENV_DEBUG = "CRONIUM_DEBUG"
 ENV_TIMEOUT = "CRONIUM_TIMEOUT"
 ENV_MAX_ATTEMPTS = "CRONIUM_MAX_ATTEMPTS"
+ENV_MAX_RETRIES = "CRONIUM_MAX_RETRIES"
 ENV_RETRY_DELAY = "CRONIUM_RETRY_DELAY"
 ENV_MAX_RETRY_DELAY = "CRONIUM_MAX_RETRY_DELAY"
 
@@ -195,8 +196,11 @@ def resolve_settings(
     t = _number_setting(
         timeout, source, ENV_TIMEOUT, float, DEFAULT_TIMEOUT, 0.0, True, problems, "timeout"
     )
+    # CRONIUM_MAX_RETRIES is the bash helper's older name for the same number.
+    attempts_env = ENV_MAX_ATTEMPTS if source.get(ENV_MAX_ATTEMPTS) or not source.get(ENV_MAX_RETRIES) \
+        else ENV_MAX_RETRIES
     attempts = _number_setting(
-        max_attempts, source, ENV_MAX_ATTEMPTS, int, DEFAULT_MAX_ATTEMPTS, 1, False,
+        max_attempts, source, attempts_env, int, DEFAULT_MAX_ATTEMPTS, 1, False,
         problems, "max_attempts",
     )
     delay = _number_setting(

@@ -104,6 +104,13 @@ def test_tuning_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert (s.timeout, s.max_attempts, s.retry_delay, s.max_retry_delay, s.debug) == (2.5, 5, 0.1, 4.0, True)
 
 
+def test_max_retries_is_the_old_name_for_max_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRONIUM_MAX_RETRIES", "4")
+    assert cronium.Cronium().settings.max_attempts == 4
+    monkeypatch.setenv("CRONIUM_MAX_ATTEMPTS", "2")   # the common name wins
+    assert cronium.Cronium().settings.max_attempts == 2
+
+
 def test_explicit_bad_arguments_raise_immediately() -> None:
     with pytest.raises(ValueError):
         cronium.Cronium(api_url="localhost:8081")
