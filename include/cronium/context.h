@@ -25,7 +25,8 @@ typedef struct crt_context_defaults {
 int crt_context_build(crt_context *c, const char *json, size_t len, const crt_context_defaults *d);
 void crt_context_fini(crt_context *c);
 
-/* Walks "a.b.c" through objects of a compact JSON value; appends the compact
+/* Walks "a.b.c" through objects (a decimal segment indexes an array: "tags.0")
+ * of a compact JSON value; appends the compact
  * value found to out. Returns 0, CRT_ENOTFOUND or CRT_EINVAL. */
 int crt_json_path(const char *json, size_t len, const char *path, size_t plen, crt_buf *out);
 

@@ -33,6 +33,10 @@ typedef enum {
 /* The kind of a compact, valid JSON value (looks at its first byte). */
 crt_json_kind crt_json_kind_of(const char *p, size_t n);
 
+/* Appends element idx of a JSON array to out (compact). Returns 0,
+ * CRT_ENOTFOUND (past the end) or CRT_EINVAL (not a valid array). */
+int crt_json_array_item(const char *p, size_t n, size_t idx, crt_buf *out);
+
 /* Decodes a compact JSON string literal (quotes included) into out (UTF-8). */
 int crt_json_unquote(const char *p, size_t n, crt_buf *out);
 

@@ -290,6 +290,39 @@ int crt_json_object(const char *p, size_t n, crt_buf *out, const char *const *ke
     return finish(&s, scan_object(&s, keys, found, nkeys), mark);
 }
 
+int crt_json_array_item(const char *p, size_t n, size_t idx, crt_buf *out)
+{
+    crt_buf tmp;
+    crt_buf_init(&tmp);
+    scan s = {p, p + n, &tmp, 1};
+    int rc = CRT_ENOTFOUND;
+    skip_ws(&s);
+    if (s.p >= s.e || *s.p != '[') {
+        crt_buf_fini(&tmp);
+        return CRT_EINVAL;
+    }
+    s.p++;
+    skip_ws(&s);
+    for (size_t i = 0; s.p < s.e && *s.p != ']'; i++) {
+        crt_buf_reset(&tmp);
+        if (scan_value(&s)) {
+            rc = CRT_EINVAL;
+            break;
+        }
+        if (i == idx) {
+            rc = crt_buf_append(out, tmp.data, tmp.len) ? CRT_ENOMEM : 0;
+            break;
+        }
+        skip_ws(&s);
+        if (s.p < s.e && *s.p == ',') {
+            s.p++;
+            skip_ws(&s);
+        }
+    }
+    crt_buf_fini(&tmp);
+    return rc;
+}
+
 crt_json_kind crt_json_kind_of(const char *p, size_t n)
 {
     if (!n)

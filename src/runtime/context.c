@@ -1,5 +1,6 @@
 /* Execution context: backend reply -> §5 object, by splicing the members'
  * JSON text (no re-printing, so numbers in metadata stay exactly as sent). */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/context.h"
@@ -123,10 +124,6 @@ int crt_json_path(const char *json, size_t len, const char *path, size_t plen, c
             rc = CRT_EINVAL;
             break;
         }
-        if (crt_json_kind_of(cur.data, cur.len) != CRT_JSON_OBJECT) {
-            rc = CRT_ENOTFOUND;
-            break;
-        }
         char seg[256];
         if (j - i >= sizeof seg) {
             rc = CRT_ENOTFOUND;
@@ -134,6 +131,26 @@ int crt_json_path(const char *json, size_t len, const char *path, size_t plen, c
         }
         memcpy(seg, path + i, j - i);
         seg[j - i] = '\0';
+        crt_json_kind kind = crt_json_kind_of(cur.data, cur.len);
+        if (kind == CRT_JSON_ARRAY) {
+            /* a decimal segment indexes an array: tags.0 */
+            char *end;
+            unsigned long long idx = strtoull(seg, &end, 10);
+            crt_buf_reset(&next);
+            if (!isdigit((unsigned char)seg[0]) || *end ||
+                crt_json_array_item(cur.data, cur.len, (size_t)idx, &next)) {
+                rc = CRT_ENOTFOUND;
+                break;
+            }
+            crt_buf_reset(&cur);
+            crt_buf_append(&cur, next.data, next.len);
+            i = j + 1;
+            continue;
+        }
+        if (kind != CRT_JSON_OBJECT) {
+            rc = CRT_ENOTFOUND;
+            break;
+        }
         const char *keys[1] = {seg};
         crt_json_slot sl;
         crt_buf_reset(&next);

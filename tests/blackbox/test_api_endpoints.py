@@ -182,6 +182,9 @@ def test_context_seeded(seeded):
     ("user.email", "ada@example.com"),
     ("executionId", CTX["executionId"]),
     ("event", CTX["event"]),
+    ("event.tags.1", "b"),
+    ("metadata.input.flags.0", True),
+    ("metadata.input.flags.2", None),
 ])
 def test_context_field(seeded, field, expected):
     assert_ok(seeded.get(E(CTX["executionId"], f"context?field={field}")), {"success": True, "data": expected})
@@ -193,7 +196,8 @@ def test_context_field_holding_null_is_data_null(seeded):
               {"success": True, "data": None})
 
 
-@pytest.mark.parametrize("field", ["nope", "event.nope", "metadata.input.name.deeper", "user.email.x"])
+@pytest.mark.parametrize("field", ["nope", "event.nope", "metadata.input.name.deeper", "user.email.x",
+                                   "event.tags.2", "event.tags.x", "event.tags.-1"])
 def test_context_missing_field_leaves_data_out(seeded, field):
     assert_ok(seeded.get(E(CTX["executionId"], f"context?field={field}")), {"success": True})
 

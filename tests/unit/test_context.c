@@ -297,7 +297,14 @@ static void test_json_path(void **state)
     path_err(doc, "nope", CRT_ENOTFOUND);
     path_err(doc, "event.nope", CRT_ENOTFOUND);
     path_err(doc, "executionId.x", CRT_ENOTFOUND);   /* through a string */
-    path_err(doc, "metadata.other.0", CRT_ENOTFOUND); /* through an array */
+    path_ok(doc, "metadata.other.0", "1");            /* a decimal segment indexes an array */
+    path_ok(doc, "metadata.other.1", "2");
+    path_ok(doc, "metadata.input.deep.x.1.y", "2");
+    path_ok(doc, "metadata.input.deep.x.1", "{\"y\":2}");
+    path_err(doc, "metadata.other.2", CRT_ENOTFOUND);  /* past the end */
+    path_err(doc, "metadata.other.x", CRT_ENOTFOUND);  /* not an index */
+    path_err(doc, "metadata.other.-1", CRT_ENOTFOUND);
+    path_err(doc, "metadata.other.+1", CRT_ENOTFOUND);
     path_err(doc, "eventName.x", CRT_ENOTFOUND);      /* through null */
     path_err(doc, "Event.name", CRT_ENOTFOUND);       /* case matters */
     path_err(doc, "", CRT_EINVAL);
