@@ -577,17 +577,23 @@ function cronium_info() (
   printf 'Token: %s\n' "$tok"
 )
 
+# _cronium_get_print PATH FILTER: GETs the execution's PATH (idempotent, so retried) and prints
+# the answer through the jq FILTER. Runs inside the calling function's subshell.
+_cronium_get_print() {
+  _cronium_init || exit 1
+  _cronium_idempotent=1
+  _cronium_request GET "$_cronium_exec_path$1"
+  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
+  _cronium_json "$2"
+}
+
 # cronium_input: prints the execution's input (strings raw, other values as compact JSON; nothing
 # when the execution has no input).
 function cronium_input() (
   { set +x +v; } 2>/dev/null
   _cronium_shell
   _cronium_need 0 $# "cronium_input" || exit 1
-  _cronium_init || exit 1
-  _cronium_idempotent=1
-  _cronium_request GET "$_cronium_exec_path/input"
-  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
-  _cronium_json 'if has("data") then .data else empty end'
+  _cronium_get_print /input 'if has("data") then .data else empty end'
 )
 
 # cronium_output [--string|--json] DATA | cronium_output [--string|--json] --stdin
@@ -615,11 +621,7 @@ function cronium_get_output() (
   { set +x +v; } 2>/dev/null
   _cronium_shell
   _cronium_need 0 $# "cronium_get_output" || exit 1
-  _cronium_init || exit 1
-  _cronium_idempotent=1
-  _cronium_request GET "$_cronium_exec_path/output"
-  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
-  _cronium_json 'if has("data") then .data else empty end'
+  _cronium_get_print /output 'if has("data") then .data else empty end'
 )
 
 # cronium_get_variable KEY: prints the value (strings raw, others compact JSON: 0, false and null
@@ -733,11 +735,7 @@ function cronium_context() (
   { set +x +v; } 2>/dev/null
   _cronium_shell
   _cronium_need 0 $# "cronium_context" || exit 1
-  _cronium_init || exit 1
-  _cronium_idempotent=1
-  _cronium_request GET "$_cronium_exec_path/context"
-  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
-  _cronium_json 'if has("data") then .data else {} end'
+  _cronium_get_print /context 'if has("data") then .data else {} end'
 )
 
 # cronium_event: the event that started the execution (the context's "event"),
@@ -746,11 +744,7 @@ function cronium_event() (
   { set +x +v; } 2>/dev/null
   _cronium_shell
   _cronium_need 0 $# "cronium_event" || exit 1
-  _cronium_init || exit 1
-  _cronium_idempotent=1
-  _cronium_request GET "$_cronium_exec_path/context"
-  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
-  _cronium_json 'if (has("data") and (.data | type) == "object" and .data.event != null) then .data.event else empty end'
+  _cronium_get_print /context 'if (has("data") and (.data | type) == "object" and .data.event != null) then .data.event else empty end'
 )
 
 # cronium_event_field FIELD: one field of the context; FIELD is a dotted path (event.name,
@@ -805,11 +799,7 @@ function cronium_get_condition() (
   { set +x +v; } 2>/dev/null
   _cronium_shell
   _cronium_need 0 $# "cronium_get_condition" || exit 1
-  _cronium_init || exit 1
-  _cronium_idempotent=1
-  _cronium_request GET "$_cronium_exec_path/condition"
-  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
-  _cronium_json 'if (.data | type) == "object" then .data.condition else null end'
+  _cronium_get_print /condition 'if (.data | type) == "object" then .data.condition else null end'
 )
 
 # cronium_execute_tool_action TOOL ACTION [PARAMS_JSON]: runs a tool action (PARAMS_JSON is a
