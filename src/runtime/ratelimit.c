@@ -155,6 +155,11 @@ crt_rl_result crt_ratelimit_take(crt_ratelimit *rl, const char *key, size_t klen
             break;
         }
     }
+    if (!e && cost == 0) {
+        /* A peek at a key with no bucket: it would be full; create nothing. */
+        r.remaining = (uint64_t)rl->burst;
+        return r;
+    }
     if (!e) {
         int32_t i = alloc_entry(rl);
         if (i < 0) {

@@ -174,6 +174,17 @@ static void test_idle_reclaimed_incrementally(void **state)
     crt_ratelimit_free(rl);
 }
 
+static void test_peek_creates_no_bucket(void **state)
+{
+    (void)state;
+    crt_ratelimit *rl = crt_ratelimit_new(60, 5, 1000);
+    crt_rl_result r = take(rl, "never-failed", 0, 0);
+    assert_true(r.allowed);
+    assert_int_equal(r.remaining, 5);
+    assert_int_equal(crt_ratelimit_size(rl), 0);
+    crt_ratelimit_free(rl);
+}
+
 static void test_busy_buckets_not_reclaimed(void **state)
 {
     (void)state;
@@ -185,9 +196,10 @@ static void test_busy_buckets_not_reclaimed(void **state)
         for (int k = 0; k < 5; k++)
             assert_true(take(rl, key, 0, 1).allowed);
     }
-    /* Two seconds later they hold 2 tokens: not full, so not reclaimable. */
+    /* Two seconds later they hold 2 tokens: not full, so not reclaimable
+     * however many calls (each moves the clock hand) come meanwhile. */
     for (int i = 0; i < 200; i++)
-        take(rl, "other", 2000, 0);
+        take(rl, "other", 2000, 1);
     assert_int_equal(crt_ratelimit_size(rl), N + 1);
     for (int i = 0; i < N; i++) {
         char key[32];
@@ -208,6 +220,7 @@ int main(void)
         cmocka_unit_test(test_bounded_keys),
         cmocka_unit_test(test_idle_reclaimed_incrementally),
         cmocka_unit_test(test_busy_buckets_not_reclaimed),
+        cmocka_unit_test(test_peek_creates_no_bucket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
