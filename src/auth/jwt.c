@@ -67,7 +67,7 @@ crt_jwt *crt_jwt_new(const crt_jwt_opts *o)
     memcpy(v->secret, o->secret, o->secret_len);
     v->secret_len = o->secret_len;
     v->algs = o->algs;
-    v->leeway = o->leeway_s;
+    v->leeway = o->leeway_s > 0 ? o->leeway_s : 0; /* the time checks below rely on leeway >= 0 */
     v->issuer = o->issuer && *o->issuer ? strdup(o->issuer) : NULL;
     if (o->cache_slots) {
         v->nsets = (o->cache_slots + CACHE_WAYS - 1) / CACHE_WAYS;
@@ -114,9 +114,22 @@ static uint64_t hash_token(const char *p, size_t n)
     return h;
 }
 
+/* The time checks take claims from the token (any int64) and a leeway >= 0:
+ * the leeway is added to or subtracted from the claim only when the result
+ * stays in range; past the range the answer is already known. */
+static bool time_passed(int64_t t, int64_t now, int64_t leeway)      /* t + leeway < now */
+{
+    return t <= INT64_MAX - leeway && t + leeway < now;
+}
+
+static bool time_ahead(int64_t t, int64_t now, int64_t leeway)       /* t - leeway > now */
+{
+    return t >= INT64_MIN + leeway && t - leeway > now;
+}
+
 static bool claims_live(const crt_jwt *v, const crt_claims *c, int64_t now)
 {
-    return c->exp >= now - v->leeway;   /* no overflow for a huge exp */
+    return !time_passed(c->exp, now, v->leeway);
 }
 
 static crt_claims *cache_get(crt_jwt *v, uint64_t h, const char *tok, size_t len)
@@ -275,16 +288,16 @@ static crt_jwt_status parse_claims(crt_jwt *v, const char *json, size_t len, int
                 *nptrs[i] = c->strings + offs[i];
         }
     }
-    if (c->exp < now - v->leeway) {
+    if (time_passed(c->exp, now, v->leeway)) {
         *why = "token has expired";
         st = CRT_JWT_EXPIRED;
         goto out;
     }
-    if (json_object_get(obj, "nbf") && c->nbf - v->leeway > now) {
+    if (json_object_get(obj, "nbf") && time_ahead(c->nbf, now, v->leeway)) {
         *why = "token is not valid yet (nbf)";
         goto out;
     }
-    if (json_object_get(obj, "iat") && c->iat - v->leeway > now) {
+    if (json_object_get(obj, "iat") && time_ahead(c->iat, now, v->leeway)) {
         *why = "token was issued in the future (iat)";
         goto out;
     }

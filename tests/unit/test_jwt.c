@@ -522,6 +522,65 @@ static void test_verify_exp_max(void **state)
     assert_true(exp == INT64_MAX);
 }
 
+/* NumericDates at the ends of int64 (and a huge leeway or clock) are compared
+ * without overflow: UBSan aborts the run if any check wraps around. */
+static void test_verify_time_extremes(void **state)
+{
+    (void)state;
+    crt_jwt *v = verifier(CRT_JWT_HS256, NULL, 0);
+    static const struct { const char *payload; crt_jwt_status want; } cases[] = {
+        {"{\"executionId\":\"e\",\"exp\":9223372036854775807,\"nbf\":-9223372036854775808}", CRT_JWT_OK},
+        {"{\"executionId\":\"e\",\"exp\":9223372036854775807,\"iat\":-9223372036854775808}", CRT_JWT_OK},
+        {"{\"executionId\":\"e\",\"exp\":9223372036854775807,\"nbf\":-9223372036854775807,"
+         "\"iat\":-9223372036854775807}", CRT_JWT_OK},
+        {"{\"executionId\":\"e\",\"exp\":-9223372036854775808}", CRT_JWT_EXPIRED},
+        {"{\"executionId\":\"e\",\"exp\":9223372036854775807,\"nbf\":9223372036854775807}", CRT_JWT_INVALID},
+        {"{\"executionId\":\"e\",\"exp\":9223372036854775807,\"iat\":9223372036854775807}", CRT_JWT_INVALID},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *tok = token(cases[i].payload);
+        crt_jwt_status st = verify(v, tok, NOW, NULL);
+        if (st != cases[i].want)
+            fail_msg("payload %s: status %d, want %d", cases[i].payload, (int)st, (int)cases[i].want);
+        free(tok);
+    }
+    /* The clock itself at the ends of the range. */
+    char *tok = token("{\"executionId\":\"e\",\"exp\":-9223372036854775808,\"nbf\":-9223372036854775808,"
+                      "\"iat\":-9223372036854775808}");
+    assert_int_equal(verify(v, tok, INT64_MIN, NULL), CRT_JWT_OK);
+    assert_int_equal(verify(v, tok, INT64_MAX, NULL), CRT_JWT_EXPIRED);
+    free(tok);
+    tok = token("{\"executionId\":\"e\",\"exp\":9223372036854775807,\"nbf\":9223372036854775807}");
+    assert_int_equal(verify(v, tok, INT64_MIN, NULL), CRT_JWT_INVALID);
+    assert_int_equal(verify(v, tok, INT64_MAX, NULL), CRT_JWT_OK);
+    free(tok);
+    crt_jwt_free(v);
+
+    /* A huge leeway: the checks saturate instead of wrapping around. */
+    crt_jwt_opts o = {SECRET, strlen(SECRET), CRT_JWT_HS256, INT64_MAX, NULL, 0};
+    v = crt_jwt_new(&o);
+    assert_non_null(v);
+    tok = token("{\"executionId\":\"e\",\"exp\":0,\"nbf\":9223372036854775807,\"iat\":9223372036854775807}");
+    assert_int_equal(verify(v, tok, NOW, NULL), CRT_JWT_OK);
+    assert_int_equal(verify(v, tok, INT64_MAX, NULL), CRT_JWT_OK);
+    assert_int_equal(verify(v, tok, INT64_MIN, NULL), CRT_JWT_INVALID);    /* nbf - leeway = 0, still ahead */
+    free(tok);
+    tok = token("{\"executionId\":\"e\",\"exp\":-9223372036854775808}");
+    assert_int_equal(verify(v, tok, NOW, NULL), CRT_JWT_EXPIRED);          /* exp + leeway = -1 */
+    assert_int_equal(verify(v, tok, INT64_MIN, NULL), CRT_JWT_OK);
+    free(tok);
+    crt_jwt_free(v);
+
+    /* A negative leeway is treated as 0. */
+    o.leeway_s = INT64_MIN;
+    v = crt_jwt_new(&o);
+    assert_non_null(v);
+    tok = token("{\"executionId\":\"e\",\"exp\":9223372036854775807,\"nbf\":-9223372036854775808}");
+    assert_int_equal(verify(v, tok, NOW, NULL), CRT_JWT_OK);
+    free(tok);
+    crt_jwt_free(v);
+}
+
 /* ---- claims ------------------------------------------------------------------------------- */
 
 static crt_claims *claims_of(crt_jwt *v, const char *payload)
@@ -741,6 +800,7 @@ int main(void)
         cmocka_unit_test(test_verify_issuer),
         cmocka_unit_test(test_verify_expiry_and_leeway),
         cmocka_unit_test(test_verify_exp_max),
+        cmocka_unit_test(test_verify_time_extremes),
         cmocka_unit_test(test_claims_fields),
         cmocka_unit_test(test_token_mint),
         cmocka_unit_test(test_cache_hit),
