@@ -371,6 +371,32 @@ function _cronium_request() {
   return 1
 }
 
+# _cronium_call MODE METHOD PATH [BODY]: the one request step of every public function (after
+# _cronium_init): sends the request (PATH relative to the API root), retries as MODE allows, and
+# reports a failure. MODE:
+#   read    idempotent (retried after timeouts and 5xx); a 404 is an error
+#   once    not idempotent (increment, tool actions: see _cronium_curl_error); a 404 is an error
+#   lookup  idempotent; a 404 with code variable_not_found is status 4, with nothing printed
+#   probe   idempotent; any 404 is status 4, with nothing printed (a HEAD answer has no code)
+# Status 0 on success, 4 as above, 1 after printing the error line.
+function _cronium_call() {
+  local mode=$1
+  shift
+  _cronium_idempotent=1
+  [[ $mode == once ]] && _cronium_idempotent=0
+  _cronium_request "$@"
+  case $? in
+    0) return 0 ;;
+    4) [[ $mode == probe ]] && return 4
+       if [[ $mode == lookup && $(printf '%s' "$_cronium_body" | command jq -r '.code // empty' 2>/dev/null) == variable_not_found ]]; then
+         return 4
+       fi
+       _cronium_http_error ""
+       return 1 ;;
+  esac
+  return 1
+}
+
 # Prints the error line for the response in _cronium_status/_cronium_body (the API's error
 # envelope, §3; something sensible for anything else). $1 is appended to the message.
 function _cronium_http_error() {
@@ -529,13 +555,7 @@ function _cronium_tool() {
     _cronium_fail 000 internal "could not build the tool action request"
     return 1
   }
-  _cronium_idempotent=0
-  _cronium_request POST /tool-actions/execute "$body"
-  case $? in
-    0) ;;
-    4) _cronium_http_error ""; return 1 ;;
-    *) return 1 ;;
-  esac
+  _cronium_call once POST /tool-actions/execute "$body" || return 1
   _cronium_json 'if has("data") then .data else empty end' || return 1
   local failed
   failed=$(printf '%s' "$_cronium_body" | command jq -r '
@@ -581,9 +601,7 @@ function cronium_info() (
 # the answer through the jq FILTER. Runs inside the calling function's subshell.
 _cronium_get_print() {
   _cronium_init || exit 1
-  _cronium_idempotent=1
-  _cronium_request GET "$_cronium_exec_path$1"
-  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
+  _cronium_call read GET "$_cronium_exec_path$1" || exit 1
   _cronium_json "$2"
 }
 
@@ -611,9 +629,7 @@ function cronium_output() (
   fi
   _cronium_init || exit 1
   body=$(_cronium_body "$_cronium_mode" data "${_cronium_pos[0]}") || exit 1
-  _cronium_idempotent=1
-  _cronium_request POST "$_cronium_exec_path/output" "$body"
-  case $? in 0) exit 0 ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
+  _cronium_call read POST "$_cronium_exec_path/output" "$body"
 )
 
 # cronium_get_output: prints the output last set (nothing if none).
@@ -633,18 +649,10 @@ function cronium_get_variable() (
   _cronium_need 1 $# "cronium_get_variable KEY" || exit 1
   _cronium_init || exit 1
   _cronium_key key "$1" || exit 1
-  _cronium_idempotent=1
-  _cronium_request GET "$_cronium_exec_path/variables/$key"
-  case $? in
-    0) _cronium_json 'if (.data | type) == "object" and (.data | has("value")) then .data.value
-                      else error("no value") end' ;;
-    4) if [[ $(printf '%s' "$_cronium_body" | command jq -r '.code // empty' 2>/dev/null) == variable_not_found ]]; then
-         exit 0
-       fi
-       _cronium_http_error ""
-       exit 1 ;;
-    *) exit 1 ;;
-  esac
+  _cronium_call lookup GET "$_cronium_exec_path/variables/$key"
+  case $? in 0) ;; 4) exit 0 ;; *) exit 1 ;; esac
+  _cronium_json 'if (.data | type) == "object" and (.data | has("value")) then .data.value
+                 else error("no value") end'
 )
 
 # cronium_set_variable KEY VALUE [--string|--json] | cronium_set_variable KEY --stdin [...]
@@ -662,9 +670,7 @@ function cronium_set_variable() (
   _cronium_init || exit 1
   _cronium_key key "${_cronium_pos[0]}" || exit 1
   body=$(_cronium_body "$_cronium_mode" value "${_cronium_pos[1]}") || exit 1
-  _cronium_idempotent=1
-  _cronium_request PUT "$_cronium_exec_path/variables/$key" "$body"
-  case $? in 0) exit 0 ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
+  _cronium_call read PUT "$_cronium_exec_path/variables/$key" "$body"
 )
 
 # cronium_variable_exists KEY: status 0 if the variable exists, 1 if it does not, 2 on error.
@@ -676,8 +682,7 @@ function cronium_variable_exists() (
   _cronium_need 1 $# "cronium_variable_exists KEY" || exit 2
   _cronium_init || exit 2
   _cronium_key key "$1" || exit 2
-  _cronium_idempotent=1
-  _cronium_request HEAD "$_cronium_exec_path/variables/$key"
+  _cronium_call probe HEAD "$_cronium_exec_path/variables/$key"
   case $? in 0) exit 0 ;; 4) exit 1 ;; *) exit 2 ;; esac
 )
 
@@ -690,17 +695,8 @@ function cronium_delete_variable() (
   _cronium_need 1 $# "cronium_delete_variable KEY" || exit 1
   _cronium_init || exit 1
   _cronium_key key "$1" || exit 1
-  _cronium_idempotent=1
-  _cronium_request DELETE "$_cronium_exec_path/variables/$key"
-  case $? in
-    0) exit 0 ;;
-    4) if [[ $(printf '%s' "$_cronium_body" | command jq -r '.code // empty' 2>/dev/null) == variable_not_found ]]; then
-         exit 0
-       fi
-       _cronium_http_error ""
-       exit 1 ;;
-    *) exit 1 ;;
-  esac
+  _cronium_call lookup DELETE "$_cronium_exec_path/variables/$key"
+  case $? in 0|4) exit 0 ;; *) exit 1 ;; esac
 )
 
 # cronium_increment_variable KEY [BY]: atomically adds BY (default 1, any JSON number) on the
@@ -723,9 +719,7 @@ function cronium_increment_variable() (
   _cronium_key key "$1" || exit 1
   body=$(command jq -nc --argjson by "$by" '{by: $by}' 2>/dev/null) || {
     _cronium_fail 000 internal "could not build the request body"; exit 1; }
-  _cronium_idempotent=0
-  _cronium_request POST "$_cronium_exec_path/variables/$key/increment" "$body"
-  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
+  _cronium_call once POST "$_cronium_exec_path/variables/$key/increment" "$body" || exit 1
   _cronium_json 'if (.data | type) == "object" and (.data | has("value")) then .data.value
                  else error("no value") end'
 )
@@ -761,9 +755,7 @@ function cronium_event_field() (
     exit 1
   fi
   _cronium_init || exit 1
-  _cronium_idempotent=1
-  _cronium_request GET "$_cronium_exec_path/context"
-  case $? in 0) ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
+  _cronium_call read GET "$_cronium_exec_path/context" || exit 1
   # shellcheck disable=SC2016 # a jq program, $ctx and $field are jq variables
   _cronium_json '(.data // {}) as $ctx
       | reduce ($field | split("."))[] as $k ({v: $ctx, ok: true};
@@ -789,9 +781,7 @@ function cronium_set_condition() (
   esac
   _cronium_init || exit 1
   body="{\"condition\":$b}"
-  _cronium_idempotent=1
-  _cronium_request POST "$_cronium_exec_path/condition" "$body"
-  case $? in 0) exit 0 ;; 4) _cronium_http_error ""; exit 1 ;; *) exit 1 ;; esac
+  _cronium_call read POST "$_cronium_exec_path/condition" "$body"
 )
 
 # cronium_get_condition: prints true, false, or null when no condition was set.

@@ -17,11 +17,12 @@ camelCase names (``getVariable`` ...) are aliases of the snake_case ones.
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Optional, TypeVar
 
 from ._async import AsyncCronium
-from ._client import Cronium, Number
+from ._client import Cronium
 from ._errors import (
     CroniumAPIError,
     CroniumConfigError,
@@ -32,6 +33,12 @@ from ._errors import (
 )
 from ._settings import Settings
 from ._version import __version__
+
+if TYPE_CHECKING:  # typing_extensions only for the type checker (Python 3.9 has no ParamSpec)
+    from typing_extensions import Concatenate, ParamSpec
+
+    _P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # `input` is left out of __all__ on purpose: a star import must not shadow the
 # builtin.  Call it as `cronium.input()`.
@@ -149,210 +156,70 @@ def __getattr__(name: str) -> str:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# -- synchronous module-level API ---------------------------------------------
-
-
-def input() -> Any:  # noqa: A001 - the name scripts already use
-    """The execution's input, or ``None``."""
-    return get_client().input()
-
-
-def output(data: Any) -> None:
-    """Set the execution's output."""
-    get_client().output(data)
-
-
-def get_output() -> Any:
-    """The output last set, or ``None``."""
-    return get_client().get_output()
-
-
-def context(field: Optional[str] = None) -> Any:
-    """The execution context, or one dotted field of it."""
-    return get_client().context(field)
-
-
-def event() -> Optional[Dict[str, Any]]:
-    """The event that started this execution, or ``None``."""
-    return get_client().event()
-
-
-def set_condition(condition: bool) -> None:
-    """Set the execution's condition."""
-    get_client().set_condition(condition)
-
-
-def get_condition() -> Optional[bool]:
-    """The condition last set, or ``None``."""
-    return get_client().get_condition()
-
-
-def get_variable(key: str) -> Any:
-    """A variable's value, or ``None`` if it does not exist."""
-    return get_client().get_variable(key)
-
-
-def set_variable(key: str, value: Any) -> None:
-    """Store a variable (any JSON value)."""
-    get_client().set_variable(key, value)
-
-
-def variable_exists(key: str) -> bool:
-    """True if the variable exists."""
-    return get_client().variable_exists(key)
-
-
-def delete_variable(key: str) -> bool:
-    """Delete a variable; True if it existed."""
-    return get_client().delete_variable(key)
-
-
-def increment_variable(key: str, by: Number = 1) -> Number:
-    """Atomically add ``by`` to a numeric variable and return the new value."""
-    return get_client().increment_variable(key, by)
-
-
-def execute_tool_action(tool: str, action: str, params: Optional[Mapping[str, Any]] = None) -> Any:
-    """Run a tool action and return the backend's result object."""
-    return get_client().execute_tool_action(tool, action, params)
-
-
-def send_email(
-    to: Union[str, Sequence[str]],
-    subject: str,
-    body: str,
-    *,
-    cc: Optional[Union[str, Sequence[str]]] = None,
-    bcc: Optional[Union[str, Sequence[str]]] = None,
-    html: Optional[bool] = None,
-    **extra: Any,
-) -> Any:
-    """Send an email through the ``email`` tool."""
-    return get_client().send_email(to, subject, body, cc=cc, bcc=bcc, html=html, **extra)
-
-
-def send_slack_message(
-    channel: str,
-    text: str,
-    *,
-    username: Optional[str] = None,
-    icon_emoji: Optional[str] = None,
-    icon_url: Optional[str] = None,
-    **extra: Any,
-) -> Any:
-    """Post a Slack message through the ``slack`` tool."""
-    return get_client().send_slack_message(
-        channel, text, username=username, icon_emoji=icon_emoji, icon_url=icon_url, **extra
-    )
-
-
-def send_discord_message(
-    channel_id: str,
-    content: str,
-    *,
-    embeds: Optional[Sequence[Mapping[str, Any]]] = None,
-    **extra: Any,
-) -> Any:
-    """Post a Discord message through the ``discord`` tool."""
-    return get_client().send_discord_message(channel_id, content, embeds=embeds, **extra)
-
-
-# -- async module-level API ---------------------------------------------------
-
-
-def _async_client() -> AsyncCronium:
-    return AsyncCronium(client=get_client())
-
-
-async def async_input() -> Any:
-    return await _async_client().input()
-
-
-async def async_output(data: Any) -> None:
-    await _async_client().output(data)
-
-
-async def async_get_output() -> Any:
-    return await _async_client().get_output()
-
-
-async def async_context(field: Optional[str] = None) -> Any:
-    return await _async_client().context(field)
-
-
-async def async_event() -> Optional[Dict[str, Any]]:
-    return await _async_client().event()
-
-
-async def async_set_condition(condition: bool) -> None:
-    await _async_client().set_condition(condition)
-
-
-async def async_get_condition() -> Optional[bool]:
-    return await _async_client().get_condition()
-
-
-async def async_get_variable(key: str) -> Any:
-    return await _async_client().get_variable(key)
-
-
-async def async_set_variable(key: str, value: Any) -> None:
-    await _async_client().set_variable(key, value)
-
-
-async def async_variable_exists(key: str) -> bool:
-    return await _async_client().variable_exists(key)
-
-
-async def async_delete_variable(key: str) -> bool:
-    return await _async_client().delete_variable(key)
-
-
-async def async_increment_variable(key: str, by: Number = 1) -> Number:
-    return await _async_client().increment_variable(key, by)
-
-
-async def async_execute_tool_action(
-    tool: str, action: str, params: Optional[Mapping[str, Any]] = None
-) -> Any:
-    return await _async_client().execute_tool_action(tool, action, params)
-
-
-async def async_send_email(
-    to: Union[str, Sequence[str]],
-    subject: str,
-    body: str,
-    *,
-    cc: Optional[Union[str, Sequence[str]]] = None,
-    bcc: Optional[Union[str, Sequence[str]]] = None,
-    html: Optional[bool] = None,
-    **extra: Any,
-) -> Any:
-    return await _async_client().send_email(to, subject, body, cc=cc, bcc=bcc, html=html, **extra)
-
-
-async def async_send_slack_message(
-    channel: str,
-    text: str,
-    *,
-    username: Optional[str] = None,
-    icon_emoji: Optional[str] = None,
-    icon_url: Optional[str] = None,
-    **extra: Any,
-) -> Any:
-    return await _async_client().send_slack_message(
-        channel, text, username=username, icon_emoji=icon_emoji, icon_url=icon_url, **extra
-    )
-
-
-async def async_send_discord_message(
-    channel_id: str,
-    content: str,
-    *,
-    embeds: Optional[Sequence[Mapping[str, Any]]] = None,
-    **extra: Any,
-) -> Any:
-    return await _async_client().send_discord_message(channel_id, content, embeds=embeds, **extra)
+# -- module-level API -----------------------------------------------------------
+# Each function is the default client's method, synchronous or awaited: the
+# request itself is built in one place, Cronium.
+
+
+def _on_default(method: "Callable[Concatenate[Cronium, _P], _R]") -> "Callable[_P, _R]":
+    name = method.__name__
+
+    def call(*args: "_P.args", **kwargs: "_P.kwargs") -> _R:
+        bound: "Callable[_P, _R]" = getattr(get_client(), name)
+        return bound(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = method.__doc__
+    return call
+
+
+def _on_default_async(
+    method: "Callable[Concatenate[Cronium, _P], _R]",
+) -> "Callable[_P, Coroutine[Any, Any, _R]]":
+    name = method.__name__
+
+    async def call(*args: "_P.args", **kwargs: "_P.kwargs") -> _R:
+        bound: "Callable[_P, _R]" = getattr(get_client(), name)
+        return await asyncio.to_thread(bound, *args, **kwargs)
+
+    call.__name__ = call.__qualname__ = "async_" + name
+    call.__doc__ = method.__doc__
+    return call
+
+
+input = _on_default(Cronium.input)  # noqa: A001 - the name scripts already use
+output = _on_default(Cronium.output)
+get_output = _on_default(Cronium.get_output)
+context = _on_default(Cronium.context)
+event = _on_default(Cronium.event)
+set_condition = _on_default(Cronium.set_condition)
+get_condition = _on_default(Cronium.get_condition)
+get_variable = _on_default(Cronium.get_variable)
+set_variable = _on_default(Cronium.set_variable)
+variable_exists = _on_default(Cronium.variable_exists)
+delete_variable = _on_default(Cronium.delete_variable)
+increment_variable = _on_default(Cronium.increment_variable)
+execute_tool_action = _on_default(Cronium.execute_tool_action)
+send_email = _on_default(Cronium.send_email)
+send_slack_message = _on_default(Cronium.send_slack_message)
+send_discord_message = _on_default(Cronium.send_discord_message)
+
+async_input = _on_default_async(Cronium.input)
+async_output = _on_default_async(Cronium.output)
+async_get_output = _on_default_async(Cronium.get_output)
+async_context = _on_default_async(Cronium.context)
+async_event = _on_default_async(Cronium.event)
+async_set_condition = _on_default_async(Cronium.set_condition)
+async_get_condition = _on_default_async(Cronium.get_condition)
+async_get_variable = _on_default_async(Cronium.get_variable)
+async_set_variable = _on_default_async(Cronium.set_variable)
+async_variable_exists = _on_default_async(Cronium.variable_exists)
+async_delete_variable = _on_default_async(Cronium.delete_variable)
+async_increment_variable = _on_default_async(Cronium.increment_variable)
+async_execute_tool_action = _on_default_async(Cronium.execute_tool_action)
+async_send_email = _on_default_async(Cronium.send_email)
+async_send_slack_message = _on_default_async(Cronium.send_slack_message)
+async_send_discord_message = _on_default_async(Cronium.send_discord_message)
 
 
 # -- camelCase aliases (the names the public docs use) ------------------------

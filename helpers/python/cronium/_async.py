@@ -10,10 +10,32 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any, Dict, Mapping, Optional, Sequence, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Coroutine, Mapping, Optional, Type, TypeVar
 
-from ._client import Cronium, Number
+from ._client import Cronium
 from ._settings import Settings
+
+if TYPE_CHECKING:  # typing_extensions only for the type checker (Python 3.9 has no ParamSpec)
+    from typing_extensions import Concatenate, ParamSpec
+
+    _P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def in_thread(
+    method: "Callable[Concatenate[Cronium, _P], _R]",
+) -> "Callable[Concatenate[AsyncCronium, _P], Coroutine[Any, Any, _R]]":
+    """The awaitable form of a :class:`Cronium` method, for :class:`AsyncCronium`."""
+    name = method.__name__
+
+    async def call(self: "AsyncCronium", /, *args: "_P.args", **kwargs: "_P.kwargs") -> _R:
+        bound: "Callable[_P, _R]" = getattr(self._client, name)
+        return await asyncio.to_thread(bound, *args, **kwargs)
+
+    call.__name__ = name
+    call.__qualname__ = f"AsyncCronium.{name}"
+    call.__doc__ = method.__doc__
+    return call
 
 
 class AsyncCronium:
@@ -79,89 +101,24 @@ class AsyncCronium:
 
     executionId = execution_id
 
-    async def input(self) -> Any:
-        return await asyncio.to_thread(self._client.input)
-
-    async def output(self, data: Any) -> None:
-        await asyncio.to_thread(self._client.output, data)
-
-    async def get_output(self) -> Any:
-        return await asyncio.to_thread(self._client.get_output)
-
-    async def context(self, field: Optional[str] = None) -> Any:
-        return await asyncio.to_thread(self._client.context, field)
-
-    async def event(self) -> Optional[Dict[str, Any]]:
-        return await asyncio.to_thread(self._client.event)
-
-    async def set_condition(self, condition: bool) -> None:
-        await asyncio.to_thread(self._client.set_condition, condition)
-
-    async def get_condition(self) -> Optional[bool]:
-        return await asyncio.to_thread(self._client.get_condition)
-
-    async def get_variable(self, key: str) -> Any:
-        return await asyncio.to_thread(self._client.get_variable, key)
-
-    async def set_variable(self, key: str, value: Any) -> None:
-        await asyncio.to_thread(self._client.set_variable, key, value)
-
-    async def variable_exists(self, key: str) -> bool:
-        return await asyncio.to_thread(self._client.variable_exists, key)
-
-    async def delete_variable(self, key: str) -> bool:
-        return await asyncio.to_thread(self._client.delete_variable, key)
-
-    async def increment_variable(self, key: str, by: Number = 1) -> Number:
-        return await asyncio.to_thread(self._client.increment_variable, key, by)
-
-    async def execute_tool_action(
-        self, tool: str, action: str, params: Optional[Mapping[str, Any]] = None
-    ) -> Any:
-        return await asyncio.to_thread(self._client.execute_tool_action, tool, action, params)
-
-    async def send_email(
-        self,
-        to: Union[str, Sequence[str]],
-        subject: str,
-        body: str,
-        *,
-        cc: Optional[Union[str, Sequence[str]]] = None,
-        bcc: Optional[Union[str, Sequence[str]]] = None,
-        html: Optional[bool] = None,
-        **extra: Any,
-    ) -> Any:
-        return await asyncio.to_thread(
-            lambda: self._client.send_email(to, subject, body, cc=cc, bcc=bcc, html=html, **extra)
-        )
-
-    async def send_slack_message(
-        self,
-        channel: str,
-        text: str,
-        *,
-        username: Optional[str] = None,
-        icon_emoji: Optional[str] = None,
-        icon_url: Optional[str] = None,
-        **extra: Any,
-    ) -> Any:
-        return await asyncio.to_thread(
-            lambda: self._client.send_slack_message(
-                channel, text, username=username, icon_emoji=icon_emoji, icon_url=icon_url, **extra
-            )
-        )
-
-    async def send_discord_message(
-        self,
-        channel_id: str,
-        content: str,
-        *,
-        embeds: Optional[Sequence[Mapping[str, Any]]] = None,
-        **extra: Any,
-    ) -> Any:
-        return await asyncio.to_thread(
-            lambda: self._client.send_discord_message(channel_id, content, embeds=embeds, **extra)
-        )
+    # The calls: each is the synchronous client's method run in a worker thread, so the
+    # request is built and checked in one place (Cronium) for both forms.
+    input = in_thread(Cronium.input)
+    output = in_thread(Cronium.output)
+    get_output = in_thread(Cronium.get_output)
+    context = in_thread(Cronium.context)
+    event = in_thread(Cronium.event)
+    set_condition = in_thread(Cronium.set_condition)
+    get_condition = in_thread(Cronium.get_condition)
+    get_variable = in_thread(Cronium.get_variable)
+    set_variable = in_thread(Cronium.set_variable)
+    variable_exists = in_thread(Cronium.variable_exists)
+    delete_variable = in_thread(Cronium.delete_variable)
+    increment_variable = in_thread(Cronium.increment_variable)
+    execute_tool_action = in_thread(Cronium.execute_tool_action)
+    send_email = in_thread(Cronium.send_email)
+    send_slack_message = in_thread(Cronium.send_slack_message)
+    send_discord_message = in_thread(Cronium.send_discord_message)
 
     getOutput = get_output
     setCondition = set_condition

@@ -268,6 +268,7 @@ class Cronium:
 
     def send_email(
         self,
+        /,
         to: Union[str, Sequence[str]],
         subject: str,
         body: str,
@@ -290,6 +291,7 @@ class Cronium:
 
     def send_slack_message(
         self,
+        /,
         channel: str,
         text: str,
         *,
@@ -308,6 +310,7 @@ class Cronium:
 
     def send_discord_message(
         self,
+        /,
         channel_id: str,
         content: str,
         *,
