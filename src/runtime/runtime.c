@@ -8,6 +8,7 @@
 #include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include "cronium/app.h"
 #include "cronium/context.h"
 #include "cronium/json.h"
@@ -72,6 +73,11 @@ struct crt_runtime {
 bool crt_key_valid(const char *k, size_t n)
 {
     if (n == 0 || n > 255)
+        return false;
+    /* "." and ".." are dot segments: URL libraries remove them, so the key
+     * would name another backend route (and the params are decoded once, so
+     * %2E arrives here as "."). */
+    if (k[0] == '.' && (n == 1 || (n == 2 && k[1] == '.')))
         return false;
     const unsigned char *s = (const unsigned char *)k;
     for (size_t i = 0; i < n;) {
@@ -403,13 +409,44 @@ static const char *parse_body(api_call *c)
 
 /* ---- the common path --------------------------------------------------------------------------------- */
 
+/* A request that failed authentication: 401, counted against its address;
+ * an address past its failure budget gets 429 instead. Only failures reach
+ * the limiter, so a token that verifies is never refused by it (many jobs
+ * share one address behind an SSH tunnel). */
 static void reject_auth(crt_runtime *rt, crt_req *r, const char *code, const char *msg)
 {
+    const char *ip = r->client_ip;
+    crt_rl_result rl = crt_ratelimit_take(rt->rl_auth, ip, strlen(ip), crt_now_ms(), 1);
+    if (!rl.allowed) {
+        (*rt->m_rate_limited)++;
+        add_uint_header(r, "Retry-After", rl.retry_after_s ? rl.retry_after_s : 1);
+        crt_req_error(r, 429, "rate_limited", "too many failed authentication attempts from this address");
+        return;
+    }
     (*rt->m_auth_fail)++;
-    crt_ratelimit_take(rt->rl_auth, r->client_ip, strlen(r->client_ip), crt_now_ms(), 1);
     CRT_LOGF(CRT_LOG_INFO, "authentication failed", CRT_LS("code", code), CRT_LS("reason", msg),
-             CRT_LS("client", r->client_ip), CRT_LS("request_id", r->request_id));
+             CRT_LS("client", ip), CRT_LS("request_id", r->request_id));
     crt_req_error(r, 401, code, msg);
+}
+
+/* "Bearer <token>": the scheme is case-insensitive (RFC 9110 §11.1), one or
+ * more spaces before the token, trailing whitespace ignored; the token itself
+ * has no whitespace. */
+static bool bearer_token(crt_span auth, crt_span *tok)
+{
+    const char *p = auth.p;
+    size_t n = auth.len;
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+        n--;
+    if (n < 7 || strncasecmp(p, "Bearer", 6) != 0 || p[6] != ' ')
+        return false;
+    size_t i = 6;
+    while (i < n && p[i] == ' ')
+        i++;
+    if (i == n || memchr(p + i, ' ', n - i) || memchr(p + i, '\t', n - i))
+        return false;
+    *tok = (crt_span){p + i, n - i};
+    return true;
 }
 
 static void on_api(crt_req *r, void *ctx)
@@ -418,26 +455,13 @@ static void on_api(crt_req *r, void *ctx)
     crt_runtime *rt = ep->rt;
     uint64_t now_ms = crt_now_ms();
 
-    /* Clients that keep failing authentication are slowed before any work. */
-    crt_rl_result ipr = crt_ratelimit_take(rt->rl_auth, r->client_ip, strlen(r->client_ip), now_ms, 0);
-    if (ipr.remaining < 1) {
-        (*rt->m_rate_limited)++;
-        add_uint_header(r, "Retry-After", ipr.retry_after_s ? ipr.retry_after_s : 1);
-        crt_req_error(r, 429, "rate_limited", "too many failed authentication attempts from this address");
-        return;
-    }
-
     crt_span auth = crt_req_header(r, "Authorization");
     if (!auth.p) {
         reject_auth(rt, r, "missing_token", "Authorization header is missing");
         return;
     }
-    if (auth.len < 7 || memcmp(auth.p, "Bearer ", 7) != 0) {
-        reject_auth(rt, r, "invalid_auth_header", "Authorization header must be \"Bearer <token>\"");
-        return;
-    }
-    crt_span tok = {auth.p + 7, auth.len - 7};
-    if (tok.len == 0 || memchr(tok.p, ' ', tok.len)) {
+    crt_span tok;
+    if (!bearer_token(auth, &tok)) {
         reject_auth(rt, r, "invalid_auth_header", "Authorization header must be \"Bearer <token>\"");
         return;
     }
@@ -478,7 +502,8 @@ static void on_api(crt_req *r, void *ctx)
     if (ep->kind == EP_VAR_GET || ep->kind == EP_VAR_PUT || ep->kind == EP_VAR_DEL || ep->kind == EP_VAR_INCR) {
         if (!crt_key_valid(r->params[1].p, r->params[1].len)) {
             call_error(c, 400, "invalid_key",
-                       "variable key must be 1 to 255 bytes of UTF-8 without control characters", "invalid");
+                       "variable key must be 1 to 255 bytes of UTF-8 without control characters, "
+                       "and not \".\" or \"..\"", "invalid");
             return;
         }
     }

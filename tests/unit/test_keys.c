@@ -1,5 +1,5 @@
 /* Unit tests for crt_key_valid (src/runtime/runtime.c), the API.md §3 key
- * rule: 1–255 bytes of UTF-8 without control characters. */
+ * rule: 1–255 bytes of UTF-8 without control characters, and not "." or "..". */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -129,12 +129,30 @@ static void test_length_bounds(void **state)
     assert_true(crt_key_valid("a\xff", 1));
 }
 
+/* "." and ".." are path dot segments: a URL library removes them, so such a key
+ * would reach another backend route (issue 9 #4). Other dotted keys are fine. */
+static void test_dot_segment_keys(void **state)
+{
+    (void)state;
+    static const key_case bad[] = {K("dot", "."), K("dot dot", "..")};
+    check_all(bad, CRT_ARRAY_LEN(bad), false);
+    static const key_case ok[] = {
+        K("three dots", "..."), K("leading dot", ".hidden"), K("trailing dot", "a."),
+        K("dot dot prefix", "..a"), K("dot dot suffix", "a.."), K("dot slash", "./"),
+        K("slash dot dot", "a/.."),
+    };
+    check_all(ok, CRT_ARRAY_LEN(ok), true);
+    assert_false(crt_key_valid("..x", 2));   /* only n bytes are looked at */
+    assert_true(crt_key_valid("..x", 3));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_valid_keys),
         cmocka_unit_test(test_invalid_keys),
         cmocka_unit_test(test_length_bounds),
+        cmocka_unit_test(test_dot_segment_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
