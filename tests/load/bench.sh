@@ -510,8 +510,8 @@ main() {
     ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
     if [[ ! -d "$BUILD_DIR" ]]; then
-        log "meson setup $BUILD_DIR --buildtype=release"
-        meson setup "$BUILD_DIR" --buildtype=release "$REPO" >"$WORK/meson-setup.log" 2>&1 ||
+        log "meson setup --buildtype=release $BUILD_DIR"
+        meson setup --buildtype=release "$BUILD_DIR" "$REPO" >"$WORK/meson-setup.log" 2>&1 ||
             { cat "$WORK/meson-setup.log" >&2; fatal "meson setup failed"; }
     fi
     log "meson compile -C $BUILD_DIR cronium-runtime"
