@@ -1,9 +1,14 @@
 /* Valkey (Redis protocol) client: one hiredis async connection on the loop,
  * shared (so pipelined) by every request. Adds what hiredis 0.14 lacks: a
  * connect timeout, a per-command timeout (a timer over the oldest pending
- * command), asynchronous name resolution, and reconnection with backoff.
- * While the connection is not ready, commands fail at once so callers go
- * straight to the backend. Handlers never see hiredis types. */
+ * command), asynchronous name resolution (one lookup at a time), reconnection
+ * with backoff, and a check of every byte the server sends before hiredis
+ * parses it: a reply nobody asked for, a reply larger than max_reply or bytes
+ * that are not RESP are a protocol error, which drops the connection (pending
+ * commands complete with CRT_EUNAVAIL) and reconnects. The connection is
+ * ready only once the server answered PING. While it is not ready, commands
+ * fail at once so callers go straight to the backend. Handlers never see
+ * hiredis types. */
 #ifndef CRONIUM_CACHE_H
 #define CRONIUM_CACHE_H
 
@@ -14,8 +19,13 @@ typedef struct crt_cache crt_cache;
 
 typedef enum { CRT_CACHE_NIL, CRT_CACHE_STR, CRT_CACHE_INT, CRT_CACHE_STATUS, CRT_CACHE_ERROR } crt_cache_type;
 
+/* A reply. err != 0: no answer (down, timeout, protocol error; type is
+ * NIL). err == 0: the server answered; CRT_CACHE_ERROR is an error reply
+ * (-ERR, -OOM, -WRONGTYPE...: str holds its text), never to be read as "nil"
+ * or "busy"; a reply of a type no command of ours expects (an array) is also
+ * CRT_CACHE_ERROR. */
 typedef struct crt_cache_reply {
-    int err;                        /* 0, or CRT_EUNAVAIL (down, timeout) */
+    int err;                        /* 0, or CRT_EUNAVAIL (down, timeout, protocol error) */
     crt_cache_type type;
     const char *str;                /* borrowed for the callback */
     size_t len;
@@ -24,12 +34,30 @@ typedef struct crt_cache_reply {
 
 typedef void (*crt_cache_cb)(void *ud, const crt_cache_reply *r);
 
+/* Name resolution, replaceable (tests). start begins one lookup of host
+ * and returns 0 (then cb runs exactly once, on the loop, with a result the
+ * cache frees with uv_freeaddrinfo) or a negative error (cb never runs).
+ * cancel is best effort: a cancelled lookup still calls cb (UV_ECANCELED).
+ * The cache never starts a lookup while one is running. */
+typedef struct crt_cache_resolver {
+    int (*start)(void *ctx, uv_loop_t *loop, uv_getaddrinfo_t *req, uv_getaddrinfo_cb cb, const char *host,
+                 const struct addrinfo *hints);
+    void (*cancel)(void *ctx, uv_getaddrinfo_t *req);
+    void *ctx;
+} crt_cache_resolver;
+
+/* The largest reply accepted by default: the backend client's response cap
+ * (the largest value this service ever stores) plus room for the framing. */
+#define CRT_CACHE_MAX_REPLY_DEFAULT ((size_t)(8u << 20) + 65536)
+
 typedef struct crt_cache_opts {
     const char *url;                /* redis://, valkey://, unix:// */
     const char *password;           /* overrides the URL's; NULL: URL's */
     int64_t db;                     /* -1: URL's (or 0) */
     uint64_t timeout_ms;            /* connect and per command */
     size_t max_pending;
+    size_t max_reply;               /* bytes of one reply; 0: CRT_CACHE_MAX_REPLY_DEFAULT */
+    const crt_cache_resolver *resolver; /* NULL: uv_getaddrinfo (copied) */
 } crt_cache_opts;
 
 /* Parses and validates a URL (no connection). Writes a message to err. */
