@@ -1,11 +1,15 @@
 /* Logging: JSON lines (default) or text, written to stderr.
  * Lines are batched in memory and written once per loop iteration (and at
- * exit), so a request never waits on the log. The logger is the one global of
+ * exit), so a request never waits on the log. Writes never block: a sink that
+ * stops reading keeps at most 1 MiB pending; lines past it are dropped,
+ * counted (crt_log_dropped) and reported in a line once the sink drains.
+ * Passwords in URLs (scheme://user:pass@host, ?password=) are redacted. The logger is the one global of
  * the process: logging is process-wide by nature. */
 #ifndef CRONIUM_LOG_H
 #define CRONIUM_LOG_H
 
 #include <uv.h>
+#include "cronium/buf.h"
 #include "cronium/common.h"
 
 typedef enum { CRT_LOG_DEBUG, CRT_LOG_INFO, CRT_LOG_WARN, CRT_LOG_ERROR } crt_log_level;
@@ -34,9 +38,18 @@ void crt_log_setup(crt_log_level level, crt_log_format format);
 int crt_log_attach(uv_loop_t *loop);
 /* Flushes and stops batching; writes become direct again. */
 void crt_log_detach(void);
+/* Writes what is pending, waiting for a stuck sink at most about a second. */
 void crt_log_flush(void);
 bool crt_log_enabled(crt_log_level level);
+/* Lines dropped because the sink did not keep up (or was gone), in total. */
 uint64_t crt_log_dropped(void);
+
+/* True if s may hold a credential crt_log_redact would hide. */
+bool crt_log_needs_redact(const char *s, size_t n);
+/* Appends s to out with the password of every scheme://user:password@ (or
+ * the whole user part when it has no password) and every password=value
+ * replaced by ***. For anything printed that may carry a URL. */
+void crt_log_redact(const char *s, size_t n, crt_buf *out);
 
 void crt_log_fields(crt_log_level level, const char *msg, const crt_log_field *f, size_t n);
 void crt_log(crt_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
