@@ -67,6 +67,12 @@ static double gauge_rejected(void *ctx)
     return (double)crt_server_rejected_connections(app->server);
 }
 
+static double gauge_accept_errors(void *ctx)
+{
+    crt_app *app = ctx;
+    return (double)crt_server_accept_errors(app->server);
+}
+
 static double gauge_log_dropped(void *ctx)
 {
     (void)ctx;
@@ -126,11 +132,24 @@ static bool app_pre(crt_req *req, void *ctx)
 
 /* ---- access log and metrics ----------------------------------------------------------- */
 
+/* The metrics label: the methods the API serves, else "OTHER", so a client
+ * cannot create new series with exotic methods. */
+static const char *method_label(const crt_req *req)
+{
+    static const char *const known[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS"};
+    if (!req->method_name.len)
+        return "-";
+    for (size_t i = 0; i < CRT_ARRAY_LEN(known); i++)
+        if (crt_span_eq(req->method_name, known[i], strlen(known[i])))
+            return known[i];
+    return "OTHER";
+}
+
 static void app_done(const crt_req *req, uint64_t dur_ns, void *ctx)
 {
     crt_app *app = ctx;
     const char *method = req->method_name.len ? req->method_name.p : "-";
-    crt_metrics_request(app->metrics, req->route_name, method, req->status, dur_ns);
+    crt_metrics_request(app->metrics, req->route_name, method_label(req), req->status, dur_ns);
     if (crt_log_enabled(CRT_LOG_INFO)) {
         CRT_LOGF(CRT_LOG_INFO, "request", CRT_LS("method", method), CRT_LS("route", req->route_name),
                  CRT_LSN("path", req->path.p, req->path.len), CRT_LI("status", req->status),
@@ -159,12 +178,17 @@ void crt_app_stop(crt_app *app)
     app->stopping = true;
     CRT_LOGF(CRT_LOG_INFO, "shutting down: finishing in-flight requests",
              CRT_LI("deadline_ms", app->cfg->shutdown_timeout_ms));
-    uv_signal_stop(&app->sigterm);
-    uv_signal_stop(&app->sigint);
-    uv_close((uv_handle_t *)&app->sigterm, NULL);
-    uv_close((uv_handle_t *)&app->sigint, NULL);
+    /* A start that failed early has no signal handles yet (app is zeroed
+     * by crt_app_init, so type is UV_UNKNOWN_HANDLE). */
+    if (app->sigterm.type == UV_SIGNAL) {
+        uv_signal_stop(&app->sigterm);
+        uv_signal_stop(&app->sigint);
+        uv_close((uv_handle_t *)&app->sigterm, NULL);
+        uv_close((uv_handle_t *)&app->sigint, NULL);
+    }
     the_app = app;
-    crt_server_shutdown(app->server, app->cfg->shutdown_timeout_ms, app_on_server_down);
+    if (app->server)
+        crt_server_shutdown(app->server, app->cfg->shutdown_timeout_ms, app_on_server_down);
 }
 
 static void app_on_signal(uv_signal_t *h, int signum)
@@ -224,6 +248,9 @@ int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg)
                       gauge_open_conns, app);
     crt_metrics_counter_fn(app->metrics, "cronium_runtime_rejected_connections_total",
                       "Connections answered 503 because maxConnections was reached.", "", gauge_rejected, app);
+    crt_metrics_counter_fn(app->metrics, "cronium_runtime_accept_errors_total",
+                      "Connections the listener could not accept (EMFILE, ENFILE, ENOBUFS...).", "",
+                      gauge_accept_errors, app);
     crt_metrics_counter_fn(app->metrics, "cronium_runtime_log_lines_dropped_total",
                       "Log lines dropped because stderr could not keep up.", "", gauge_log_dropped, app);
     app->runtime = crt_runtime_new(app);

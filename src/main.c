@@ -173,13 +173,42 @@ static void list_settings(void)
                t[i].help);
 }
 
-static void raise_fd_limit(void)
+/* Descriptors the process needs besides client connections: stdio, the
+ * listener, the loop's own, Valkey, backend transfers, slack. */
+#define FD_RESERVE 64
+
+static void raise_fd_limit(uint64_t max_connections)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &rl);
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            getrlimit(RLIMIT_NOFILE, &rl);
     }
+    /* Past the limit accept fails with EMFILE: say so now, not under load. */
+    if (rl.rlim_cur != RLIM_INFINITY && max_connections + FD_RESERVE > (uint64_t)rl.rlim_cur)
+        CRT_LOGF(CRT_LOG_WARN, "server.maxConnections exceeds the open-file limit: connections past it fail",
+                 CRT_LI("max_connections", max_connections), CRT_LI("rlimit_nofile", rl.rlim_cur),
+                 CRT_LI("usable_connections",
+                        rl.rlim_cur > FD_RESERVE ? (long long)(rl.rlim_cur - FD_RESERVE) : 0));
+}
+
+/* A listen error as a message a person can act on. */
+static void report_listen_error(const crt_config *cfg, int rc)
+{
+    const char *hint = "";
+    if (rc == UV_EADDRINUSE)
+        hint = " (another process holds this port without SO_REUSEPORT; choose another PORT or stop it)";
+    else if (rc == UV_EADDRNOTAVAIL)
+        hint = " (HOST is not an address of this machine)";
+    else if (rc == UV_EACCES)
+        hint = " (ports below 1024 need privileges)";
+    else if (rc == UV_EAI_NONAME || rc == UV_EAI_AGAIN || rc == UV_EAI_FAMILY)
+        hint = " (HOST is neither an IP address nor a host name that resolves)";
+    fprintf(stderr, "cronium-runtime: cannot listen on %s port %lld: %s%s\n", cfg->host, (long long)cfg->port,
+            uv_strerror(rc), hint);
 }
 
 int main(int argc, char **argv)
@@ -240,7 +269,12 @@ int main(int argc, char **argv)
         CRT_LOGF(CRT_LOG_WARN, "dev mode: no JWT_SECRET given, generated a random one for this run");
     }
     signal(SIGPIPE, SIG_IGN);
-    raise_fd_limit();
+    raise_fd_limit((uint64_t)cfg.max_connections);
+    if (cfg.dev_context && access(cfg.dev_context, R_OK) != 0) {
+        fprintf(stderr, "cronium-runtime: --dev-context %s: %s\n", cfg.dev_context, strerror(errno));
+        crt_config_fini(&cfg);
+        return 2;
+    }
     /* Dev mode never talks HTTP outwards: skipping curl's global set-up
      * (TLS libraries and their configuration) keeps it small and quick. */
     bool curl_ready = false;
@@ -256,11 +290,16 @@ int main(int argc, char **argv)
     crt_log_attach(loop);
     crt_app app;
     int rc = crt_app_init(&app, loop, &cfg);
-    if (rc == 0) {
+    if (rc != 0) {
+        fprintf(stderr, "cronium-runtime: cannot start (%s): see the error logged above\n",
+                rc == CRT_ENOMEM ? "out of memory" : "set-up failed");
+    } else {
         rc = crt_app_start(&app);
-        if (rc < 0)
+        if (rc < 0) {
             CRT_LOGF(CRT_LOG_ERROR, "cannot listen", CRT_LS("host", cfg.host), CRT_LI("port", cfg.port),
                      CRT_LS("error", uv_strerror(rc)));
+            report_listen_error(&cfg, rc);
+        }
     }
     if (rc == 0) {
         CRT_LOGF(CRT_LOG_INFO, "cronium-runtime listening", CRT_LS("host", cfg.host), CRT_LI("port", cfg.port),

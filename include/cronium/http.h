@@ -144,7 +144,10 @@ typedef void (*crt_server_done_fn)(const crt_req *req, uint64_t duration_ns, voi
 
 crt_server *crt_server_new(uv_loop_t *loop, const crt_server_opts *opts, crt_router *router);
 void crt_server_set_hooks(crt_server *s, crt_server_pre_fn pre, crt_server_done_fn done, void *ctx);
-/* Binds (SO_REUSEPORT) and listens. Returns 0 or a negative UV error. */
+/* Resolves host (an address or a name, looked up once with getaddrinfo:
+ * call before the loop runs), binds (SO_REUSEPORT) and listens. Returns 0 or
+ * a negative UV error; on error nothing is left open but what
+ * crt_server_shutdown closes. */
 int crt_server_listen(crt_server *s);
 /* Stops accepting, closes idle connections, lets busy ones finish their
  * request; when the last is gone (or after deadline_ms), calls cb. */
@@ -152,6 +155,10 @@ void crt_server_shutdown(crt_server *s, uint64_t deadline_ms, void (*cb)(crt_ser
 /* Frees the server; all connections must be closed (after shutdown's cb). */
 void crt_server_free(crt_server *s);
 size_t crt_server_open_connections(const crt_server *s);
+/* The port the listener is bound to (useful with port 0); 0 before listen. */
+int crt_server_port(const crt_server *s);
+/* Accepts that failed (EMFILE, ENFILE, ENOBUFS...), since start. */
+uint64_t crt_server_accept_errors(const crt_server *s);
 uint64_t crt_server_rejected_connections(const crt_server *s);
 
 #endif

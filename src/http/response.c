@@ -43,8 +43,11 @@ void crt_http_format_head(crt_buf *o, const crt_resp_head *h)
         crt_buf_puts(o, "\r\nContent-Type: ");
         crt_buf_puts(o, h->content_type);
     }
-    crt_buf_puts(o, "\r\nContent-Length: ");
-    crt_buf_put_u64(o, h->content_length);
+    /* RFC 9110 §8.6: no Content-Length on 1xx and 204. */
+    if (h->status >= 200 && h->status != 204) {
+        crt_buf_puts(o, "\r\nContent-Length: ");
+        crt_buf_put_u64(o, h->content_length);
+    }
     if (h->request_id_len) {
         crt_buf_puts(o, "\r\nX-Request-Id: ");
         crt_buf_append(o, h->request_id, h->request_id_len);

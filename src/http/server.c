@@ -1,8 +1,12 @@
 /* The HTTP/1.1 server: listener, connections, the per-request state machine,
  * timeouts and graceful shutdown. See http.h for the model. */
+#include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include "cronium/http.h"
 #include "cronium/list.h"
 #include "cronium/log.h"
@@ -41,8 +45,12 @@ struct crt_conn {
     bool eof;                       /* the client closed its side */
     bool linger;                    /* unread input may follow: drain before closing */
     bool lingering;                 /* our side is shut down; discarding input */
+    bool head_done;                 /* head complete: header callbacks now are trailers */
+    bool used;                      /* at least one request finished on it */
     size_t lingered;
     int reject;                     /* status to answer a parse failure with */
+    const char *exec_base;          /* start of the bytes llhttp is parsing */
+    char prev_last;                 /* last byte of the previous parse call */
     crt_buf in;                     /* received, not yet parsed */
     crt_buf out;                    /* response head, or unwritten rest */
     size_t head_bytes;
@@ -56,7 +64,12 @@ struct crt_conn {
 
 struct crt_server {
     uv_loop_t *loop;
-    uv_tcp_t listener;
+    /* The listening socket is ours (accept4 on readiness) so that a failed
+     * accept is seen, counted and backed off from: libuv's own accept loop
+     * drops connections silently on EMFILE and can spin on other errors. */
+    int listen_fd;
+    uv_poll_t listen_poll;
+    bool polling;                   /* listen_poll started */
     uv_timer_t shutdown_timer;
     crt_server_opts opts;
     char *host;
@@ -65,6 +78,13 @@ struct crt_server {
     crt_dlist conns;
     size_t nconns;
     uint64_t rejected;
+    uint64_t accept_errors;         /* failed accepts (EMFILE, ENOBUFS...) */
+    uint64_t accept_errors_logged;
+    uint64_t accept_log_ms;         /* last warning, for rate limiting */
+    uv_timer_t accept_timer;        /* resumes accepting after a failure */
+    bool accept_timer_init;
+    int bound_port;
+    struct sockaddr_storage addr;   /* resolved once at listen */
     bool listener_open;
     bool shutting_down;
     size_t nalive;                  /* connections not yet freed */
@@ -90,6 +110,7 @@ static void conn_finish_request(crt_conn *c);
 static void conn_arm_timer(crt_conn *c);
 static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf);
 static void server_maybe_done(crt_server *s);
+static void server_accept_resume(crt_server *s);
 
 /* ---- small helpers --------------------------------------------------------------- */
 
@@ -182,6 +203,8 @@ void crt_req_respond(crt_req *req, int status, const char *content_type, const c
 {
     crt_conn *c = req->conn;
     crt_server *s = c->srv;
+    if (status == 204)
+        len = 0;                        /* a 204 has no body */
     req->status = status;
     req->resp_body_len = len;
     req->state = CRT_REQ_WRITE;
@@ -189,7 +212,9 @@ void crt_req_respond(crt_req *req, int status, const char *content_type, const c
         conn_finish_request(c);
         return;
     }
-    if (s->shutting_down || c->close_after || c->eof)
+    /* After a half-close the requests already received are still answered;
+     * the last one says the connection ends. */
+    if (s->shutting_down || c->close_after || (c->eof && c->in.len == 0))
         req->keep_alive = false;
     if (!req->request_id_len)
         req_make_id(req, s);
@@ -268,6 +293,9 @@ static void req_reset(crt_conn *c)
 {
     crt_req *r = &c->req;
     r->state = CRT_REQ_HEAD;
+    /* The method is known only after the next head: a parse error must not
+     * inherit the previous request's HEAD (and lose its body). */
+    r->method = HTTP_GET;
     r->method_name = (crt_span){NULL, 0};
     r->path = r->query = (crt_span){NULL, 0};
     r->nheaders = 0;
@@ -290,6 +318,7 @@ static void req_reset(crt_conn *c)
     c->url_off = c->url_len = 0;
     c->hdr_phase = 0;
     c->reject = 0;
+    c->head_done = false;
 }
 
 static void conn_free(crt_conn *c)
@@ -303,6 +332,8 @@ static void conn_free(crt_conn *c)
     crt_buf_fini(&c->req.scratch);
     free(c);
     s->nalive--;
+    /* A descriptor is free again: accepting may have paused on EMFILE. */
+    server_accept_resume(s);
     server_maybe_done(s);
 }
 
@@ -350,8 +381,10 @@ static void conn_finish_request(crt_conn *c)
     crt_server *s = c->srv;
     if (s->done)
         s->done(r, crt_now_ns() - r->start_ns, s->hook_ctx);
-    bool keep = r->keep_alive && c->state == CONN_OPEN && !c->close_after && !s->shutting_down && !c->eof;
+    bool keep = r->keep_alive && c->state == CONN_OPEN && !c->close_after && !s->shutting_down &&
+                !(c->eof && c->in.len == 0);
     req_reset(c);
+    c->used = true;
     if (c->state != CONN_OPEN) {
         conn_maybe_free(c);
         return;
@@ -427,10 +460,29 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     return head_append(c, at, len, &c->url_off, &c->url_len, c->url_len == 0);
 }
 
+/* Trailers (header lines after a chunked body) are never request headers:
+ * an Authorization trailer must not authenticate. They are not stored (the
+ * head is frozen, nothing may move under path/query), only counted against
+ * the head limit. */
+static int trailer_bytes(crt_conn *c, size_t len)
+{
+    c->head_bytes += len;
+    if (c->head_bytes > CRT_HTTP_MAX_HEAD) {
+        c->reject = 431;
+        return -1;
+    }
+    return 0;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     crt_conn *c = pconn(p);
     crt_req *r = &c->req;
+    if (c->head_done) {
+        size_t extra = c->hdr_phase != 1 ? 4 : 0;   /* ": " and CRLF */
+        c->hdr_phase = 1;
+        return trailer_bytes(c, len + extra);
+    }
     bool fresh = c->hdr_phase != 1;
     if (fresh) {
         if (r->nheaders == CRT_HTTP_MAX_HEADERS) {
@@ -449,10 +501,56 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 static int on_header_value(llhttp_t *p, const char *at, size_t len)
 {
     crt_conn *c = pconn(p);
+    /* llhttp joins an obs-fold (CRLF SP) silently: a value piece that starts
+     * right after a line break is one. RFC 9112 §5.2: refuse it. */
+    char before = at > c->exec_base ? at[-1] : c->prev_last;
+    if (before == '\n') {
+        c->reject = 400;
+        return -1;
+    }
+    if (c->head_done) {
+        c->hdr_phase = 2;
+        return trailer_bytes(c, len);
+    }
     bool fresh = c->hdr_phase != 2;
     c->hdr_phase = 2;
     hdr_off *h = &c->hoff[c->req.nheaders - 1];
     return head_append(c, at, len, &h->vo, &h->vl, fresh);
+}
+
+static bool is_ows(char ch) { return ch == ' ' || ch == '\t'; }
+
+/* RFC 9112 §5.1: no whitespace between a field name and the colon. */
+static int on_header_field_complete(llhttp_t *p)
+{
+    crt_conn *c = pconn(p);
+    if (c->head_done || !c->req.nheaders)
+        return 0;
+    crt_span n = hdr_name(&c->req, &c->hoff[c->req.nheaders - 1]);
+    for (size_t i = 0; i < n.len; i++)
+        if (is_ows(n.p[i])) {
+            c->reject = 400;
+            return -1;
+        }
+    return 0;
+}
+
+/* Trailing whitespace is not part of a value; a raw line break in one is
+ * refused. */
+static int on_header_value_complete(llhttp_t *p)
+{
+    crt_conn *c = pconn(p);
+    if (c->head_done || !c->req.nheaders)
+        return 0;
+    hdr_off *h = &c->hoff[c->req.nheaders - 1];
+    crt_span v = hdr_value(&c->req, h);
+    if (v.len && (memchr(v.p, '\r', v.len) || memchr(v.p, '\n', v.len))) {
+        c->reject = 400;
+        return -1;
+    }
+    while (h->vl && is_ows(v.p[h->vl - 1]))
+        h->vl--;
+    return 0;
 }
 
 static const char continue_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -462,9 +560,18 @@ static int on_headers_complete(llhttp_t *p)
     crt_conn *c = pconn(p);
     crt_req *r = &c->req;
     crt_server *s = c->srv;
+    c->head_done = true;
     r->method = (llhttp_method_t)p->method;
     const char *mn = llhttp_method_name(r->method);
     r->method_name = (crt_span){mn, strlen(mn)};
+    /* Upgrade offers (h2c, websocket) are ignored: the answer is HTTP/1.1
+     * and the connection stays HTTP/1.1. Clearing the flag here (llhttp
+     * reads it after this callback) keeps the parser from pausing in
+     * HPE_PAUSED_UPGRADE. CONNECT ends the connection after its answer. */
+    if (r->method == HTTP_CONNECT)
+        c->close_after = true;
+    else
+        p->upgrade = 0;
     /* Captured params are decoded into scratch after the head; room for them
      * now means path and query below never move. */
     if (crt_buf_reserve(&r->scratch, c->url_len + 1))
@@ -556,7 +663,9 @@ static void conn_drive(crt_conn *c)
             (c->req.state != CRT_REQ_HEAD && c->req.state != CRT_REQ_BODY))
             break;
         const char *data = c->in.data;
+        c->exec_base = data;
         llhttp_errno_t err = llhttp_execute(&c->parser, data, c->in.len);
+        c->prev_last = data[c->in.len - 1];
         if (err == HPE_OK) {
             crt_buf_reset(&c->in);
             if (c->msg_started && c->req.state == CRT_REQ_HEAD && c->head_bytes > CRT_HTTP_MAX_HEAD)
@@ -566,12 +675,26 @@ static void conn_drive(crt_conn *c)
             crt_buf_consume(&c->in, used);
             llhttp_resume(&c->parser);
             conn_dispatch(c);
+        } else if (err == HPE_PAUSED_UPGRADE) {
+            /* Only CONNECT gets here (upgrade offers are cleared in
+             * on_headers_complete) and it closes after its answer; start
+             * the parser afresh rather than reading another protocol. */
+            size_t used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
+            crt_buf_consume(&c->in, used);
+            llhttp_reset(&c->parser);
+            c->drive_again = true;
         } else {
             crt_buf_reset(&c->in);
             conn_reject(c, c->reject ? c->reject : 400);
         }
     } while (c->drive_again);
     c->in_drive = false;
+    /* Half-closed and nothing complete left to answer: done. */
+    if (c->state == CONN_OPEN && c->eof && !c->lingering &&
+        (c->req.state == CRT_REQ_HEAD || c->req.state == CRT_REQ_BODY)) {
+        conn_close(c);
+        return;
+    }
     conn_update_reading(c);
 }
 
@@ -588,8 +711,10 @@ static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread < 0) {
         bool busy = c->req.state == CRT_REQ_HANDLE || c->req.state == CRT_REQ_WRITE;
-        if (nread == UV_EOF && busy) {
-            c->eof = true;          /* half-close: answer, then close */
+        if (nread == UV_EOF && (busy || c->in.len)) {
+            /* Half-close: answer every request already received (the one
+             * in progress and those pipelined behind it), then close. */
+            c->eof = true;
             conn_update_reading(c);
             return;
         }
@@ -666,18 +791,16 @@ static void conn_close(crt_conn *c)
     uv_close((uv_handle_t *)&c->tcp, conn_on_close);
 }
 
-static void server_on_connection(uv_stream_t *ls, int status)
+/* A new connection object with its handles initialised (not yet connected). */
+static crt_conn *conn_new(crt_server *s)
 {
-    crt_server *s = crt_container_of((uv_tcp_t *)ls, crt_server, listener);
-    if (status < 0)
-        return;
     crt_conn *c = calloc(1, sizeof *c);
     if (!c)
-        return;
+        return NULL;
     c->srv = s;
     if (uv_tcp_init(s->loop, &c->tcp) < 0) {
         free(c);
-        return;
+        return NULL;
     }
     s->nalive++;
     c->tcp.data = c;
@@ -693,10 +816,15 @@ static void server_on_connection(uv_stream_t *ls, int status)
     c->req.conn = c;
     req_reset(c);
     c->req.client_ip = c->ip;
-    if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
-        conn_close(c);
-        return;
-    }
+    return c;
+}
+
+/* The connection is connected: learn the peer, then serve it (or refuse it
+ * when over maxConnections or stopping, unless it was drained from the
+ * backlog at shutdown, which is served once and closed). */
+static void conn_start(crt_conn *c, bool drained)
+{
+    crt_server *s = c->srv;
     uv_tcp_nodelay(&c->tcp, 1);
     struct sockaddr_storage ss;
     int len = sizeof ss;
@@ -706,7 +834,7 @@ static void server_on_connection(uv_stream_t *ls, int status)
         else
             uv_ip4_name((struct sockaddr_in *)&ss, c->ip, sizeof c->ip);
     }
-    if (s->nconns > s->opts.max_connections || s->shutting_down) {
+    if (s->nconns > s->opts.max_connections || (s->shutting_down && !drained)) {
         s->rejected++;
         c->req.state = CRT_REQ_HANDLE;
         c->req.start_ns = crt_now_ns();
@@ -716,8 +844,119 @@ static void server_on_connection(uv_stream_t *ls, int status)
         crt_req_error(&c->req, 503, "backend_unavailable", "too many open connections");
         return;
     }
+    if (drained)
+        c->close_after = true;
     conn_arm_timer(c);
     conn_update_reading(c);
+}
+
+#define ACCEPT_LOG_EVERY_MS 10000
+#define ACCEPT_BATCH 64             /* per readiness callback: stay fair to the rest */
+#define ACCEPT_BACKOFF_MS 100
+
+static void server_on_listen_poll(uv_poll_t *h, int status, int events);
+
+static void server_accept_resume(crt_server *s)
+{
+    if (s->listen_fd < 0 || s->shutting_down || s->polling)
+        return;
+    if (uv_poll_start(&s->listen_poll, UV_READABLE, server_on_listen_poll) == 0)
+        s->polling = true;
+}
+
+static void server_on_accept_timer(uv_timer_t *t) { server_accept_resume(t->data); }
+
+/* An accept failed (EMFILE, ENFILE, ENOBUFS, ENOMEM...): counted, logged at
+ * most every ACCEPT_LOG_EVERY_MS, and accepting pauses for
+ * ACCEPT_BACKOFF_MS (or until a connection closes) so the loop cannot spin
+ * on a backlog it cannot take; waiting clients stay in the backlog. */
+static void server_accept_failed(crt_server *s, int err)
+{
+    s->accept_errors++;
+    uint64_t now = uv_now(s->loop);
+    if (!s->accept_log_ms || now - s->accept_log_ms >= ACCEPT_LOG_EVERY_MS) {
+        CRT_LOGF(CRT_LOG_WARN, "cannot accept connections", CRT_LS("error", uv_strerror(err)),
+                 CRT_LI("failures", s->accept_errors - s->accept_errors_logged),
+                 CRT_LI("open_connections", s->nconns));
+        s->accept_log_ms = now ? now : 1;
+        s->accept_errors_logged = s->accept_errors;
+    }
+    if (s->polling) {
+        uv_poll_stop(&s->listen_poll);
+        s->polling = false;
+    }
+    if (s->accept_timer_init && !s->shutting_down)
+        uv_timer_start(&s->accept_timer, server_on_accept_timer, ACCEPT_BACKOFF_MS, 0);
+}
+
+/* Accepts up to max pending connections. drained: at shutdown, see
+ * conn_start. Returns false once accept stopped on an error or EAGAIN. */
+static bool server_accept_some(crt_server *s, size_t max, bool drained)
+{
+    for (size_t n = 0; n < max; n++) {
+        int fd = accept4(s->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                server_accept_failed(s, -errno);
+            return false;
+        }
+        crt_conn *c = conn_new(s);
+        if (!c) {
+            close(fd);
+            server_accept_failed(s, UV_ENOMEM);
+            return false;
+        }
+        int rc = uv_tcp_open(&c->tcp, fd);
+        if (rc < 0) {
+            close(fd);
+            conn_close(c);
+            server_accept_failed(s, rc);
+            return false;
+        }
+        conn_start(c, drained);
+    }
+    return true;
+}
+
+static void server_on_listen_poll(uv_poll_t *h, int status, int events)
+{
+    crt_server *s = h->data;
+    (void)events;
+    if (status < 0) {
+        server_accept_failed(s, status);
+        return;
+    }
+    server_accept_some(s, ACCEPT_BATCH, false);
+}
+
+/* Shutdown: connections the kernel has already completed wait in the accept
+ * backlog; closing the listener would reset them. Accept them all first. */
+static void server_drain_backlog(crt_server *s)
+{
+    if (s->listen_fd >= 0)
+        server_accept_some(s, 4096, true);
+}
+
+static void server_on_listen_poll_closed(uv_handle_t *h)
+{
+    crt_server *s = h->data;
+    if (s->listen_fd >= 0) {
+        close(s->listen_fd);
+        s->listen_fd = -1;
+    }
+    s->open_handles--;
+    server_maybe_done(s);
+}
+
+static void server_close_listener(crt_server *s)
+{
+    if (!s->listener_open)
+        return;
+    s->listener_open = false;
+    s->polling = false;
+    uv_close((uv_handle_t *)&s->listen_poll, server_on_listen_poll_closed);
 }
 
 /* ---- server ------------------------------------------------------------------------------------- */
@@ -728,6 +967,7 @@ crt_server *crt_server_new(uv_loop_t *loop, const crt_server_opts *opts, crt_rou
     if (!s)
         return NULL;
     s->loop = loop;
+    s->listen_fd = -1;
     s->opts = *opts;
     s->host = strdup(opts->host ? opts->host : "0.0.0.0");
     s->opts.host = s->host;
@@ -738,6 +978,8 @@ crt_server *crt_server_new(uv_loop_t *loop, const crt_server_opts *opts, crt_rou
     s->settings.on_header_field = on_header_field;
     s->settings.on_header_value = on_header_value;
     s->settings.on_headers_complete = on_headers_complete;
+    s->settings.on_header_field_complete = on_header_field_complete;
+    s->settings.on_header_value_complete = on_header_value_complete;
     s->settings.on_body = on_body;
     s->settings.on_message_complete = on_message_complete;
     unsigned char rnd[8];
@@ -754,27 +996,89 @@ void crt_server_set_hooks(crt_server *s, crt_server_pre_fn pre, crt_server_done_
     s->hook_ctx = ctx;
 }
 
-int crt_server_listen(crt_server *s)
+/* Resolves the configured host once, before the loop runs (a host name such
+ * as "localhost" is allowed; getaddrinfo blocks, which is fine at start-up
+ * only). Prefers an IPv4 address when the name has both. */
+static int server_resolve(crt_server *s)
 {
-    struct sockaddr_storage addr;
-    int rc = uv_ip4_addr(s->host, (int)s->opts.port, (struct sockaddr_in *)&addr);
-    if (rc < 0)
-        rc = uv_ip6_addr(s->host, (int)s->opts.port, (struct sockaddr_in6 *)&addr);
-    if (rc < 0)
+    memset(&s->addr, 0, sizeof s->addr);
+    if (uv_ip4_addr(s->host, s->opts.port, (struct sockaddr_in *)&s->addr) == 0 ||
+        uv_ip6_addr(s->host, s->opts.port, (struct sockaddr_in6 *)&s->addr) == 0)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(s->host, NULL, &hints, &res);
+    if (rc != 0 || !res) {
+        if (res)
+            freeaddrinfo(res);
+        return rc == EAI_AGAIN ? UV_EAI_AGAIN : rc == EAI_MEMORY ? UV_ENOMEM : UV_EAI_NONAME;
+    }
+    const struct addrinfo *pick = res;
+    for (const struct addrinfo *a = res; a; a = a->ai_next)
+        if (a->ai_family == AF_INET) {
+            pick = a;
+            break;
+        }
+    rc = UV_EAI_FAMILY;
+    if (pick->ai_family == AF_INET || pick->ai_family == AF_INET6) {
+        memcpy(&s->addr, pick->ai_addr, pick->ai_addrlen);
+        if (pick->ai_family == AF_INET)
+            ((struct sockaddr_in *)&s->addr)->sin_port = htons((uint16_t)s->opts.port);
+        else
+            ((struct sockaddr_in6 *)&s->addr)->sin6_port = htons((uint16_t)s->opts.port);
+        rc = 0;
+    }
+    freeaddrinfo(res);
+    return rc;
+}
+
+/* Opens the listening socket on s->addr (SO_REUSEPORT: processes may share
+ * the port). Errors come back as negative UV codes. */
+static int server_bind_listen(crt_server *s)
+{
+    int fd = socket(s->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+    socklen_t alen = s->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int rc = 0;
+    if (bind(fd, (struct sockaddr *)&s->addr, alen) != 0 || listen(fd, 1024) != 0)
+        rc = -errno;
+    if (rc == 0)
+        rc = uv_poll_init_socket(s->loop, &s->listen_poll, fd);
+    if (rc < 0) {
+        close(fd);
         return rc;
-    if ((rc = uv_tcp_init_ex(s->loop, &s->listener, addr.ss_family)) < 0)
-        return rc;
+    }
+    s->listen_fd = fd;
+    s->listen_poll.data = s;
     s->open_handles++;
     s->listener_open = true;
-    uv_os_fd_t fd;
-    if (uv_fileno((uv_handle_t *)&s->listener, &fd) == 0) {
-        int one = 1;
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
-    }
-    if ((rc = uv_tcp_bind(&s->listener, (struct sockaddr *)&addr, 0)) < 0)
-        return rc;
-    return uv_listen((uv_stream_t *)&s->listener, 1024, server_on_connection);
+    uv_timer_init(s->loop, &s->accept_timer);
+    s->accept_timer.data = s;
+    s->accept_timer_init = true;
+    s->open_handles++;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) == 0)
+        s->bound_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                       : ((struct sockaddr_in *)&ss)->sin_port);
+    server_accept_resume(s);
+    return 0;
 }
+
+int crt_server_listen(crt_server *s)
+{
+    int rc = server_resolve(s);
+    if (rc < 0)
+        return rc;
+    return server_bind_listen(s);
+}
+
+int crt_server_port(const crt_server *s) { return s->bound_port; }
+uint64_t crt_server_accept_errors(const crt_server *s) { return s->accept_errors; }
 
 size_t crt_server_open_connections(const crt_server *s) { return s->nconns; }
 uint64_t crt_server_rejected_connections(const crt_server *s) { return s->rejected; }
@@ -814,6 +1118,18 @@ static void server_on_deadline(uv_timer_t *t)
     server_done(s);
 }
 
+/* A fresh connection gets this long at shutdown to send its request. */
+#define SHUTDOWN_FIRST_REQUEST_GRACE_MS 500
+
+static bool conn_input_pending(crt_conn *c)
+{
+    uv_os_fd_t fd;
+    char b;
+    if (uv_fileno((uv_handle_t *)&c->tcp, &fd) != 0)
+        return false;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 void crt_server_shutdown(crt_server *s, uint64_t deadline_ms, void (*cb)(crt_server *s))
 {
     if (s->shutting_down)
@@ -824,20 +1140,30 @@ void crt_server_shutdown(crt_server *s, uint64_t deadline_ms, void (*cb)(crt_ser
     s->shutdown_timer.data = s;
     s->open_handles++;
     uv_timer_start(&s->shutdown_timer, server_on_deadline, deadline_ms, 0);
-    if (s->listener_open) {
-        s->listener.data = s;
-        uv_close((uv_handle_t *)&s->listener, server_on_handle_close);
-        s->listener_open = false;
+    if (s->accept_timer_init) {
+        s->accept_timer_init = false;
+        uv_close((uv_handle_t *)&s->accept_timer, server_on_handle_close);
     }
-    /* Idle connections close now; busy ones after their answer. */
+    /* Idle connections close now; busy ones after their answer. A
+     * connection whose request bytes wait unread in the socket, or one that
+     * has not sent its first request yet, is served once (closing it now
+     * would reset a request the client already sent). */
     for (crt_dnode *n = s->conns.head, *next; n; n = next) {
         next = n->next;
         crt_conn *c = crt_container_of(n, crt_conn, node);
-        if (c->req.state == CRT_REQ_HEAD && !c->msg_started && c->in.len == 0)
-            conn_close(c);
-        else
+        bool idle = c->req.state == CRT_REQ_HEAD && !c->msg_started && c->in.len == 0;
+        if (idle && !c->used && !conn_input_pending(c)) {
             c->close_after = true;
+            uv_timer_start(&c->timer, conn_on_timer, SHUTDOWN_FIRST_REQUEST_GRACE_MS, 0);
+        } else if (idle && !conn_input_pending(c)) {
+            conn_close(c);
+        } else {
+            c->close_after = true;
+        }
     }
+    /* Then take what waits in the backlog (served once, see above). */
+    server_drain_backlog(s);
+    server_close_listener(s);
     server_maybe_done(s);
 }
 
