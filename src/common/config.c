@@ -133,15 +133,16 @@ char *crt_config_expand(const char *s, crt_buf *err)
     for (const char *p = s; *p;) {
         if (p[0] == '$' && p[1] == '{') {
             const char *close = strchr(p + 2, '}');
+            /* The value is not echoed in errors: it may hold a secret. */
             if (!close) {
-                crt_buf_printf(err, "unterminated ${ in \"%s\"", s);
+                crt_buf_puts(err, "unterminated ${ (the value is not shown)");
                 crt_buf_fini(&out);
                 return NULL;
             }
             char name[256];
             size_t n = (size_t)(close - p - 2);
             if (n == 0 || n >= sizeof name) {
-                crt_buf_printf(err, "bad variable reference in \"%s\"", s);
+                crt_buf_puts(err, "empty or over-long ${} variable reference (the value is not shown)");
                 crt_buf_fini(&out);
                 return NULL;
             }
@@ -189,9 +190,14 @@ static int read_secret_file(const char *path, char **out, crt_buf *err, const ch
     return 0;
 }
 
-static int apply(crt_config *c, const crt_config_opt *o, const char *val, const char *source, crt_buf *err)
+/* Sets one option from its text. Errors quote shown (the value as the user
+ * wrote it; NULL: not quoted at all, e.g. a secret file's content). */
+static int apply(crt_config *c, const crt_config_opt *o, const char *val, const char *shown, const char *source,
+                 crt_buf *err)
 {
     char *base = (char *)c + o->offset;
+    if (!shown)
+        shown = "(value not shown)";
     switch (o->type) {
     case CRT_CT_STR:
     case CRT_CT_SECRET: {
@@ -203,12 +209,12 @@ static int apply(crt_config *c, const crt_config_opt *o, const char *val, const 
     case CRT_CT_INT: {
         int64_t v;
         if (crt_parse_int(val, &v)) {
-            crt_buf_printf(err, "%s (%s.%s): \"%s\" is not an integer", source, o->section, o->name, val);
+            crt_buf_printf(err, "%s (%s.%s): \"%s\" is not an integer", source, o->section, o->name, shown);
             return CRT_EINVAL;
         }
         if (v < o->min || v > o->max) {
             crt_buf_printf(err, "%s (%s.%s): %s is out of range [%lld, %lld]", source, o->section, o->name,
-                           val, (long long)o->min, (long long)o->max);
+                           shown, (long long)o->min, (long long)o->max);
             return CRT_ERANGE;
         }
         *(int64_t *)base = v;
@@ -218,12 +224,12 @@ static int apply(crt_config *c, const crt_config_opt *o, const char *val, const 
         uint64_t ms;
         if (crt_parse_duration(val, &ms)) {
             crt_buf_printf(err, "%s (%s.%s): \"%s\" is not a duration (examples: 300, 30s, 5m, 1h30m, 250ms)",
-                           source, o->section, o->name, val);
+                           source, o->section, o->name, shown);
             return CRT_EINVAL;
         }
         if ((int64_t)ms < o->min || (int64_t)ms > o->max) {
             crt_buf_printf(err, "%s (%s.%s): \"%s\" is out of range [%lldms, %lldms]", source, o->section,
-                           o->name, val, (long long)o->min, (long long)o->max);
+                           o->name, shown, (long long)o->min, (long long)o->max);
             return CRT_ERANGE;
         }
         *(uint64_t *)base = ms;
@@ -233,7 +239,7 @@ static int apply(crt_config *c, const crt_config_opt *o, const char *val, const 
         bool v;
         if (crt_parse_bool(val, &v)) {
             crt_buf_printf(err, "%s (%s.%s): \"%s\" is not a boolean (true or false)", source, o->section,
-                           o->name, val);
+                           o->name, shown);
             return CRT_EINVAL;
         }
         *(bool *)base = v;
@@ -246,7 +252,7 @@ static int apply(crt_config *c, const crt_config_opt *o, const char *val, const 
                 return 0;
             }
         }
-        crt_buf_printf(err, "%s (%s.%s): \"%s\" is not one of", source, o->section, o->name, val);
+        crt_buf_printf(err, "%s (%s.%s): \"%s\" is not one of", source, o->section, o->name, shown);
         for (int i = 0; o->choices[i]; i++)
             crt_buf_printf(err, "%s %s", i ? "," : "", o->choices[i]);
         return CRT_EINVAL;
@@ -259,7 +265,7 @@ int crt_config_defaults(crt_config *c, crt_buf *err)
     memset(c, 0, sizeof *c);
     c->cache_db = -1;
     for (size_t i = 0; i < CRT_ARRAY_LEN(opts); i++) {
-        if (opts[i].def && apply(c, &opts[i], opts[i].def, "default", err))
+        if (opts[i].def && apply(c, &opts[i], opts[i].def, opts[i].def, "default", err))
             return CRT_EINVAL;
     }
     return 0;
@@ -293,20 +299,29 @@ static int yaml_apply(crt_config *c, const char *section, const char *key, const
         crt_buf_printf(err, "config file: unknown setting %s.%s", section, key);
         return CRT_EINVAL;
     }
-    char *val = crt_config_expand(raw, err);
-    if (!val)
-        return CRT_EINVAL;
     char where[160];
     snprintf(where, sizeof where, "config file %s.%s", section, key);
+    crt_buf xerr;
+    crt_buf_init(&xerr);
+    char *val = crt_config_expand(raw, &xerr);
+    if (!val) {
+        crt_buf_printf(err, "%s: %s", where, crt_buf_cstr(&xerr));
+        crt_buf_fini(&xerr);
+        return CRT_EINVAL;
+    }
+    crt_buf_fini(&xerr);
+    /* An error about an expanded value shows what the file says (${NAME}),
+     * not what the environment put there: that may be a secret. */
+    const char *shown = strstr(raw, "${") ? raw : val;
     int rc;
     if (is_file) {
         char *secret = NULL;
         rc = read_secret_file(val, &secret, err, where);
         if (rc == 0)
-            rc = apply(c, o, secret, where, err);
+            rc = apply(c, o, secret, NULL, where, err);
         free(secret);
     } else {
-        rc = apply(c, o, val, where, err);
+        rc = apply(c, o, val, shown, where, err);
     }
     free(val);
     return rc;
@@ -458,10 +473,10 @@ int crt_config_load_env(crt_config *c, char *const *envp, crt_buf *err)
             snprintf(what, sizeof what, "%s_FILE", from);
             rc = read_secret_file(val, &secret, err, what);
             if (rc == 0)
-                rc = apply(c, o, secret, what, err);
+                rc = apply(c, o, secret, NULL, what, err);
             free(secret);
         } else {
-            rc = apply(c, o, val, from, err);
+            rc = apply(c, o, val, val, from, err);
         }
         if (rc)
             return rc;
@@ -501,13 +516,15 @@ int crt_config_validate(crt_config *c, crt_buf *err)
     }
     if (c->backend_url && *c->backend_url && strncmp(c->backend_url, "http://", 7) &&
         strncmp(c->backend_url, "https://", 8)) {
-        crt_buf_printf(err, "backend.url (BACKEND_URL): \"%s\" is not an http:// or https:// URL", c->backend_url);
+        crt_buf_puts(err, "backend.url (BACKEND_URL): \"");
+        crt_log_redact(c->backend_url, strlen(c->backend_url), err);
+        crt_buf_puts(err, "\" is not an http:// or https:// URL");
         return CRT_EINVAL;
     }
     if (c->cache_url && *c->cache_url) {
         char msg[256];
         if (crt_cache_check_url(c->cache_url, msg, sizeof msg)) {
-            crt_buf_puts(err, msg);
+            crt_log_redact(msg, strlen(msg), err);  /* the message quotes the URL */
             return CRT_EINVAL;
         }
     }
@@ -533,7 +550,26 @@ static int load_file(crt_config *c, const char *path, crt_buf *err)
     return rc;
 }
 
+static int load(crt_config *c, const char *config_file, char *const *envp, crt_buf *err);
+
+/* Errors may quote URLs (with their passwords) from anywhere in the loaders:
+ * the text is redacted once here, on its way out. */
 int crt_config_load(crt_config *c, const char *config_file, char *const *envp, crt_buf *err)
+{
+    size_t mark = err->len;
+    int rc = load(c, config_file, envp, err);
+    if (rc && err->len > mark && crt_log_needs_redact(err->data + mark, err->len - mark)) {
+        crt_buf tmp;
+        crt_buf_init(&tmp);
+        crt_log_redact(err->data + mark, err->len - mark, &tmp);
+        err->len = mark;
+        crt_buf_append(err, tmp.data, tmp.len);
+        crt_buf_fini(&tmp);
+    }
+    return rc;
+}
+
+static int load(crt_config *c, const char *config_file, char *const *envp, crt_buf *err)
 {
     int rc = crt_config_defaults(c, err);
     if (rc)
@@ -591,10 +627,17 @@ void crt_config_print(const crt_config *c, crt_buf *out)
         switch (o->type) {
         case CRT_CT_STR: {
             const char *s = *(char *const *)base;
-            if (s)
+            if (s && crt_log_needs_redact(s, strlen(s))) {    /* a URL's password */
+                crt_buf tmp;
+                crt_buf_init(&tmp);
+                crt_log_redact(s, strlen(s), &tmp);
+                crt_buf_json_str(out, tmp.data ? tmp.data : "", tmp.len);
+                crt_buf_fini(&tmp);
+            } else if (s) {
                 crt_buf_json_str(out, s, strlen(s));
-            else
+            } else {
                 crt_buf_puts(out, "null");
+            }
             break;
         }
         case CRT_CT_SECRET:

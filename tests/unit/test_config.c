@@ -737,6 +737,104 @@ static void test_print_redacts(void **state)
     crt_buf_fini(&out);
 }
 
+/* URL passwords go wherever a URL is printed (issue 9 #19). */
+static void test_redact_urls(void **state)
+{
+    (void)state;
+    static const struct { const char *in, *want; } cases[] = {
+        {"redis://:pw@host:6379/0", "redis://:***@host:6379/0"},
+        {"redis://user:pw@host", "redis://user:***@host"},
+        {"http://user:p%40ss:w@h/api?x=1", "http://user:***@h/api?x=1"},
+        {"https://tok@example.com/", "https://***@example.com/"},
+        {"http://127.0.0.1:3000/api", "http://127.0.0.1:3000/api"},
+        {"unix:///run/v.sock?db=1&password=pw&x=y", "unix:///run/v.sock?db=1&password=***&x=y"},
+        {"valkey://h?PASSWORD=pw", "valkey://h?PASSWORD=***"},
+        {"a redis://:x@h and http://u:y@g/ in text", "a redis://:***@h and http://u:***@g/ in text"},
+        {"\"redis://:pw@h:99999\" is not a valid URL", "\"redis://:***@h:99999\" is not a valid URL"},
+        {"redis://:pw@", "redis://:***@"},
+        {"no url here", "no url here"},
+        {"://@", "://***@"},
+        {"", ""},
+    };
+    for (size_t i = 0; i < CRT_ARRAY_LEN(cases); i++) {
+        crt_buf out;
+        crt_buf_init(&out);
+        crt_log_redact(cases[i].in, strlen(cases[i].in), &out);
+        const char *got = crt_buf_cstr(&out);
+        if (strcmp(got, cases[i].want) != 0)
+            fail_msg("redact(\"%s\") = \"%s\", want \"%s\"", cases[i].in, got, cases[i].want);
+        crt_buf_fini(&out);
+    }
+    assert_true(crt_log_needs_redact("x://y", 5));
+    assert_false(crt_log_needs_redact("plain", 5));
+}
+
+static void test_print_redacts_url_passwords(void **state)
+{
+    (void)state;
+    crt_config c;
+    crt_buf err, out;
+    crt_buf_init(&err);
+    crt_buf_init(&out);
+    char *env[] = {"JWT_SECRET=Sup3r-Secret-Value-4242", "VALKEY_URL=redis://:Valkey-Url-Pw-1@10.0.0.1:6379/2",
+                   "BACKEND_URL=http://svc:Backend-Url-Pw-2@10.0.0.2:3000/api", NULL};
+    assert_int_equal(validate_env(&c, env, &err), 0);
+    crt_config_print(&c, &out);
+    assert_not_contains(&out, "Valkey-Url-Pw-1");
+    assert_not_contains(&out, "Backend-Url-Pw-2");
+    assert_contains(&out, "url: \"redis://:***@10.0.0.1:6379/2\"\n");
+    assert_contains(&out, "url: \"http://svc:***@10.0.0.2:3000/api\"\n");
+    crt_config_fini(&c);
+    crt_buf_fini(&err);
+    crt_buf_fini(&out);
+}
+
+/* Errors never quote a secret: not a URL's password, not the value an
+ * expansion produced, not the raw text of a broken ${...}. */
+static void test_errors_hide_secrets(void **state)
+{
+    (void)state;
+    static const char *const bad_env[][3] = {
+        {"VALKEY_URL=redis://:Hidden-Pw-7@host:99999", "BACKEND_URL=http://127.0.0.1:1", NULL},
+        {"VALKEY_URL=redis://:Hidden-Pw-7@", "BACKEND_URL=http://127.0.0.1:1", NULL},
+        {"BACKEND_URL=ftp://u:Hidden-Pw-7@host/", NULL, NULL},
+    };
+    for (size_t i = 0; i < CRT_ARRAY_LEN(bad_env); i++) {
+        char *env[5] = {"JWT_SECRET=0123456789abcdef0123", (char *)bad_env[i][0], (char *)bad_env[i][1], NULL};
+        crt_config c;
+        crt_buf err;
+        crt_buf_init(&err);
+        assert_int_not_equal(crt_config_load(&c, NULL, env, &err), 0);
+        assert_true(err.len > 0);
+        assert_not_contains(&err, "Hidden-Pw-7");
+        assert_contains(&err, "***");
+        crt_config_fini(&c);
+        crt_buf_fini(&err);
+    }
+
+    setenv("CRT_UT_SECRET", "Hidden-Value-8", 1);
+    static const char *const yaml[] = {
+        "server:\n  port: ${CRT_UT_SECRET}\n",
+        "server:\n  readTimeout: ${CRT_UT_SECRET}\n",
+        "security:\n  enableCors: ${CRT_UT_SECRET}\n",
+        "logging:\n  level: ${CRT_UT_SECRET}\n",
+        "backend:\n  token: \"Hidden-Value-8${CRT_UT_SECRET\"\n",
+        "backend:\n  token: \"Hidden-Value-8${}\"\n",
+    };
+    for (size_t i = 0; i < CRT_ARRAY_LEN(yaml); i++) {
+        crt_config c;
+        crt_buf err;
+        crt_buf_init(&err);
+        assert_int_not_equal(load_yaml(&c, yaml[i], &err), 0);
+        assert_true(err.len > 0);
+        assert_not_contains(&err, "Hidden-Value-8");
+        assert_contains(&err, "config file ");     /* still says where */
+        crt_config_fini(&c);
+        crt_buf_fini(&err);
+    }
+    unsetenv("CRT_UT_SECRET");
+}
+
 /* ---- the table ----------------------------------------------------------------------------- */
 
 static void test_table_complete(void **state)
@@ -824,6 +922,9 @@ int main(void)
         cmocka_unit_test(test_secret_files),
         cmocka_unit_test(test_validate),
         cmocka_unit_test(test_print_redacts),
+        cmocka_unit_test(test_redact_urls),
+        cmocka_unit_test(test_print_redacts_url_passwords),
+        cmocka_unit_test(test_errors_hide_secrets),
         cmocka_unit_test(test_table_complete),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
