@@ -4,7 +4,8 @@
  * A request is retried on connect errors, timeouts, 429 and 502/503/504 with
  * exponential backoff and jitter (Retry-After honoured), the body re-sent
  * whole each time, all within a total deadline. Other statuses are final.
- * Concurrent GETs of the same path share one transfer. */
+ * Concurrent GETs of the same path share one transfer. Redirects are never
+ * followed (a 3xx is handed back as the answer) and the path is sent as is. */
 #ifndef CRONIUM_BACKEND_H
 #define CRONIUM_BACKEND_H
 
@@ -25,7 +26,8 @@ typedef struct crt_backend_opts {
 } crt_backend_opts;
 
 typedef struct crt_backend_resp {
-    int err;                        /* 0: got an HTTP answer; CRT_EUNAVAIL: gave up */
+    int err;                        /* 0: got an HTTP answer; CRT_EUNAVAIL: gave up;
+                                     * CRT_ERANGE: the answer was over the size cap (not retried) */
     long status;                    /* HTTP status when err == 0 */
     const char *body;               /* borrowed for the callback */
     size_t len;
@@ -47,7 +49,13 @@ enum { CRT_BACKEND_SHARE = 1 };    /* a GET may join an identical one in flight 
 
 int crt_backend_request(crt_backend *b, const char *method, const char *path, const char *body, size_t len,
                         const char *op, unsigned flags, crt_backend_cb cb, void *ud);
-/* Appends "/" and seg percent-encoded (everything but unreserved bytes). */
+/* The same, giving up by deadline (uv_now() time) when that comes before
+ * the client's own deadline; 0: the client's. A GET that joins another in
+ * flight keeps that one's deadline. */
+int crt_backend_request_by(crt_backend *b, const char *method, const char *path, const char *body, size_t len,
+                           const char *op, unsigned flags, uint64_t deadline, crt_backend_cb cb, void *ud);
+/* Appends "/" and seg percent-encoded: everything but ALPHA, DIGIT, '-', '_'
+ * and '~' (so '.' too: a key ".." can never become a dot segment). */
 void crt_backend_path_seg(crt_buf *path, const char *seg, size_t n);
 /* Down after consecutive failures until a request gets through. */
 bool crt_backend_up(const crt_backend *b);

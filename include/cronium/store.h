@@ -27,7 +27,13 @@ typedef struct crt_store_result {
     size_t len;
     const char *message;            /* for errors, for a person */
     int not_found_kind;             /* CRT_NF_* when err == CRT_ENOTFOUND */
-    unsigned retry_after_s;         /* for CRT_EUNAVAIL */
+    unsigned retry_after_s;         /* for CRT_EUNAVAIL (and status 429/503) */
+    /* When set (with err != 0): the HTTP status and §3 code to answer with,
+     * overriding the mapping of err. Used for what err cannot say:
+     * 502 "backend_error" (the backend answered something definite and
+     * wrong), 429 "rate_limited" (a queue is full). */
+    int status;
+    const char *code;
 } crt_store_result;
 
 enum { CRT_NF_VARIABLE = 0, CRT_NF_EXECUTION = 1 };
@@ -58,6 +64,12 @@ typedef struct crt_store_req {
     const char *value;              /* compact JSON */
     size_t value_len;
     const char *request_id;
+    /* Asked with the callback's ud before work that has not started yet
+     * (a queued increment, a backend write): true when the client has gone
+     * away, so nobody will read the answer and the work is dropped (and
+     * answered with CRT_EUNAVAIL). NULL: the client never goes away. */
+    bool (*gone)(void *ud);
+    uint64_t deadline_ms;           /* uv_now() time the answer is due by; 0: the store's own budget */
 } crt_store_req;
 
 typedef struct crt_store_vtable {

@@ -12,6 +12,8 @@
 #include "cronium/log.h"
 #include "cronium/map.h"
 
+/* Bigger answers are refused (CRT_ERANGE) rather than buffered: no backend
+ * reply the service understands comes near this. */
 #define MAX_RESPONSE (8u << 20)
 #define DOWN_AFTER_FAILURES 3
 
@@ -39,6 +41,7 @@ typedef struct xfer {
     uint64_t started_ns;
     const char *op;
     bool shared;                    /* registered for GET sharing */
+    bool too_big;                   /* the answer went over MAX_RESPONSE */
     waiter *waiters;
     uv_timer_t retry;               /* embedded; closed before free */
     crt_dnode node;                 /* in the backend's live list */
@@ -166,8 +169,12 @@ static size_t on_data(char *p, size_t size, size_t n, void *ud)
 {
     xfer *x = ud;
     size_t len = size * n;
-    if (x->resp.len + len > MAX_RESPONSE || crt_buf_append(&x->resp, p, len))
+    if (x->resp.len + len > MAX_RESPONSE) {
+        x->too_big = true;
         return 0; /* aborts the transfer */
+    }
+    if (crt_buf_append(&x->resp, p, len))
+        return 0;
     return len;
 }
 
@@ -325,6 +332,14 @@ static void check_done(crt_backend *b)
         if (rc == CURLE_OK)
             curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &st);
         x->status = st;
+        if (x->too_big || rc == CURLE_FILESIZE_EXCEEDED) {
+            /* A definite, wrong answer: asking again gets the same. */
+            CRT_LOGF(CRT_LOG_WARN, "backend answer over the size cap refused", CRT_LS("op", x->op),
+                     CRT_LS("path", x->path), CRT_LI("cap", MAX_RESPONSE));
+            crt_buf_reset(&x->resp);
+            xfer_finish(x, CRT_ERANGE);
+            continue;
+        }
         bool transient = rc != CURLE_OK || retryable_status(st);
         if (transient) {
             CRT_LOGF(CRT_LOG_WARN, "backend attempt failed", CRT_LS("op", x->op), CRT_LS("method", x->method),
@@ -355,6 +370,7 @@ static void xfer_start(xfer *x)
     x->state = X_RUNNING;
     x->status = 0;
     x->retry_after_s = 0;
+    x->too_big = false;
     crt_buf_reset(&x->resp);
     uint64_t left = x->deadline - now;
     long tmo = (long)(b->o.attempt_timeout_ms < left ? b->o.attempt_timeout_ms : left);
@@ -366,6 +382,12 @@ static void xfer_start(xfer *x)
 
 int crt_backend_request(crt_backend *b, const char *method, const char *path, const char *body, size_t len,
                         const char *op, unsigned flags, crt_backend_cb cb, void *ud)
+{
+    return crt_backend_request_by(b, method, path, body, len, op, flags, 0, cb, ud);
+}
+
+int crt_backend_request_by(crt_backend *b, const char *method, const char *path, const char *body, size_t len,
+                           const char *op, unsigned flags, uint64_t deadline, crt_backend_cb cb, void *ud)
 {
     if (b->closing)
         return CRT_EUNAVAIL;
@@ -410,6 +432,8 @@ int crt_backend_request(crt_backend *b, const char *method, const char *path, co
     x->waiters = w;
     x->started_ns = crt_now_ns();
     x->deadline = uv_now(b->loop) + b->o.deadline_ms;
+    if (deadline && deadline < x->deadline)
+        x->deadline = deadline;
     uv_timer_init(b->loop, &x->retry);
     x->retry.data = x;
     b->open_handles++;
@@ -425,6 +449,13 @@ int crt_backend_request(crt_backend *b, const char *method, const char *path, co
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* The path goes out exactly as built (dot segments are encoded anyway),
+     * and a redirect is an answer, never followed: the token must not reach
+     * another route, host or port. */
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)MAX_RESPONSE);
     if (is_get) {
         curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
     } else {
@@ -457,7 +488,9 @@ void crt_backend_path_seg(crt_buf *path, const char *seg, size_t n)
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)seg[i];
         if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-            c == '.' || c == '~') {
+            c == '~') {
+            /* '.' is unreserved too, but "." and ".." are dot segments some
+             * stack may collapse; %2E never is. */
             crt_buf_putc(path, (char)c);
         } else {
             char esc[3] = {'%', hex[c >> 4], hex[c & 15]};

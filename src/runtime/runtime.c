@@ -220,6 +220,9 @@ static void add_uint_header(crt_req *r, const char *name, uint64_t v)
     crt_req_add_header(r, name, tmp, (size_t)n);
 }
 
+/* The store drops work whose client has gone (nobody reads the answer). */
+static bool call_gone(void *ud) { return crt_req_detached(((api_call *)ud)->req); }
+
 /* ---- store completion ------------------------------------------------------------------------------ */
 
 static void on_store_done(void *ud, const crt_store_result *res)
@@ -227,6 +230,14 @@ static void on_store_done(void *ud, const crt_store_result *res)
     api_call *c = ud;
     crt_req *r = c->req;
     const endpoint *ep = c->ep;
+    if (res->err && res->status && res->code) {
+        /* The store chose the answer (502 backend_error, 429 queue full). */
+        if (res->status == 429 || res->status == 503)
+            add_uint_header(r, "Retry-After", res->retry_after_s ? res->retry_after_s : 1);
+        call_error(c, res->status, res->code, res->message ? res->message : "backend error",
+                   res->status == 429 ? "rate_limited" : "error");
+        return;
+    }
     if (res->err) {
         switch (res->err) {
         case CRT_ENOTFOUND:
@@ -530,6 +541,7 @@ static void on_api(crt_req *r, void *ctx)
         sr.key = r->params[1].p;
         sr.key_len = r->params[1].len;
     }
+    sr.gone = call_gone;
     c->state = CALL_STORE;
     crt_store_submit(rt->store, &sr, on_store_done, c);
 }

@@ -24,7 +24,14 @@
 #define AUDIT_FLUSH_MS 3000     /* audit drain allowed at shutdown */
 #define LOCK_RETRY_MS 15
 #define GEN_SLOTS 4096          /* write generations, by hash of user and key */
-#define DIRTY_MAX 4096          /* cache keys whose update failed */
+/* Cache keys this process no longer trusts (an update or delete failed).
+ * Past this many, the whole cache is distrusted for one TTL instead. */
+#define DISTRUST_MAX 100000
+#define DISTRUST_BATCH 256      /* keys per DEL */
+#define DISTRUST_RETRY_MS 1000  /* a failed DEL is tried again after this */
+#define MAINT_MS 100            /* queued-increment and invalidation sweep */
+#define INCR_QUEUE_MAX 64       /* increments waiting per variable; more get 429 */
+#define OPS_MAX 20000           /* operations in flight, detached ones included */
 
 typedef struct prodstore prodstore;
 
@@ -58,9 +65,44 @@ struct op {
     bool locked;
     uint64_t lock_deadline;
     uv_timer_t *lock_timer;     /* while waiting for a busy lock */
-    op *next_in_line;           /* increments queued on the same key */
+    struct incr_line *line;     /* increments: the per-key line it is in */
+    crt_dnode qnode;            /* in line->waiting while queued */
+    crt_dnode pnode;            /* in ps->queued while queued */
+    bool queued;
     uint32_t gen_seen;          /* write generation when a backend read started */
+    bool (*gone)(void *ud);     /* the client has gone away (may be NULL) */
+    uint64_t deadline;          /* uv_now() time the answer is due by */
 };
+
+/* Increments of one variable run one at a time in this process (and under
+ * a Valkey lock across processes): one runs, at most INCR_QUEUE_MAX wait. */
+typedef struct incr_line {
+    op *running;
+    crt_dlist waiting;          /* oldest first */
+    size_t nwaiting;
+    bool advancing;             /* line_advance is on the stack */
+    size_t klen;
+    char key[];                 /* user\0key: its key in ps->incr_lines */
+} incr_line;
+
+/* A cache key that may hold a value older than what this process
+ * acknowledged: reads skip the cache for it until a DEL has succeeded. */
+typedef struct distrusted {
+    crt_dnode node;             /* in ps->distrust_pending unless a DEL is in flight */
+    uint64_t seq;               /* bumped each time the key is distrusted again */
+    bool in_flight;
+    size_t klen;
+    char key[];
+} distrusted;
+
+typedef struct del_batch {
+    struct prodstore *ps;
+    uint64_t epoch;             /* ps->distrust_epoch when sent */
+    size_t n;
+    uint64_t seq[DISTRUST_BATCH];
+    char *keys[DISTRUST_BATCH];
+    size_t lens[DISTRUST_BATCH];
+} del_batch;
 
 struct prodstore {
     crt_store base;
@@ -72,7 +114,10 @@ struct prodstore {
     uint64_t lock_ttl_ms;
     crt_map *ctxs;              /* exec id -> ctx_entry */
     crt_dlist lru;
-    crt_map *incr_lines;        /* user\0key -> last queued op */
+    crt_map *incr_lines;        /* user\0key -> incr_line */
+    crt_dlist queued;           /* every waiting increment, oldest first */
+    size_t nops;                /* operations not yet answered */
+    uint64_t op_budget_ms;      /* default deadline of an operation */
     crt_audit *audit;           /* ships to the backend; owned by the runtime */
     bool shutting_down;
     uv_timer_t flush_timer;
@@ -82,23 +127,34 @@ struct prodstore {
      * fills the cache only if the slot did not move (and only with SET NX,
      * so a writer in another process wins too). */
     uint32_t gen[GEN_SLOTS];
-    /* Keys whose cache update failed after an acknowledged write: deleted
-     * first thing when Valkey is back, so no stale value survives. */
-    char *dirty[DIRTY_MAX];
-    size_t ndirty;
-    size_t dirty_sent;          /* in the DEL in flight */
+    /* Keys whose cache update failed after an acknowledged write (Valkey
+     * down, or connected but refusing: -OOM, -ERR, WRONGTYPE): never read
+     * from the cache until a DEL of them succeeded; DELs are sent at once,
+     * first thing when Valkey is back, and retried. */
+    crt_map *distrust;          /* cache key -> distrusted */
+    crt_dlist distrust_pending;
+    uint64_t distrust_seq;
+    uint64_t distrust_epoch;    /* bumped when the map is dropped (overflow) */
+    uint64_t distrust_all_until; /* uv_now(): past DISTRUST_MAX, no key is trusted before this */
+    uint64_t next_del_retry;
+    uv_timer_t maint;
+    bool maint_open;
     uint64_t *m_cache[K_COUNT][3];  /* hit, miss, error */
+    uint64_t *m_invalid[K_COUNT];   /* cached values refused (counted as misses too) */
+    uint64_t *m_distrusted;
+    uint64_t *m_distrust_overflow;
+    uint64_t *m_incr_dropped;       /* queued increments whose client went away */
+    uint64_t *m_incr_rejected;      /* queue full or deadline passed */
 };
 
 enum { R_HIT, R_MISS, R_ERROR };
 
 /* ---- small helpers --------------------------------------------------------------------------- */
 
-static void op_answer(op *o, int err, const char *json, size_t len, const char *msg, int nf_kind, unsigned ra)
+static void op_finish(op *o, const crt_store_result *r)
 {
-    crt_store_result r = {.err = err, .json = json, .len = len, .message = msg, .not_found_kind = nf_kind,
-                          .retry_after_s = ra};
-    o->cb(o->ud, &r);
+    o->ps->nops--;
+    o->cb(o->ud, r);
     crt_buf_fini(&o->key);
     crt_buf_fini(&o->key2);
     crt_buf_fini(&o->value);
@@ -108,6 +164,26 @@ static void op_answer(op *o, int err, const char *json, size_t len, const char *
     free(o->user_id);
     free(o);
 }
+
+static void op_answer(op *o, int err, const char *json, size_t len, const char *msg, int nf_kind, unsigned ra)
+{
+    crt_store_result r = {.err = err, .json = json, .len = len, .message = msg, .not_found_kind = nf_kind,
+                          .retry_after_s = ra};
+    op_finish(o, &r);
+}
+
+/* An answer err cannot express: an explicit HTTP status and §3 code. */
+static void op_fail(op *o, int status, const char *code, const char *msg, unsigned ra)
+{
+    crt_store_result r = {.err = CRT_EIO, .message = msg, .retry_after_s = ra, .status = status, .code = code};
+    op_finish(o, &r);
+}
+
+/* The backend answered something definite and wrong: 502, never the
+ * backend's own text (it is not for the script, and may carry internals). */
+static void op_backend_error(op *o, const char *msg) { op_fail(o, 502, "backend_error", msg, 0); }
+
+static bool op_gone(op *o) { return o->gone && o->gone(o->ud); }
 
 static void op_unavailable(op *o, const char *msg, unsigned retry_after)
 {
@@ -157,54 +233,155 @@ static uint32_t *gen_slot(prodstore *ps, const char *uid, const char *key, size_
     return &ps->gen[h % GEN_SLOTS];
 }
 
-static void dirty_add(prodstore *ps, const crt_buf *key)
+static void maint_arm(prodstore *ps);
+
+static void distrusted_drop(prodstore *ps, distrusted *d)
+{
+    if (!d->in_flight)
+        crt_dlist_remove(&ps->distrust_pending, &d->node);
+    crt_map_del(ps->distrust, d->key, d->klen);
+    free(d);
+}
+
+static void distrust_clear_all(prodstore *ps)
+{
+    while (ps->distrust_pending.head)
+        distrusted_drop(ps, crt_container_of(ps->distrust_pending.head, distrusted, node));
+    /* In-flight entries are not on the list: drop the whole map. */
+    crt_map_free(ps->distrust, free);
+    ps->distrust = crt_map_new();
+    ps->distrust_epoch++;
+}
+
+/* True when a read must not take key from the cache (nor fill it). */
+static bool key_distrusted(prodstore *ps, const crt_buf *key)
+{
+    if (ps->distrust_all_until && uv_now(ps->loop) < ps->distrust_all_until)
+        return true;
+    return ps->distrust && crt_map_get(ps->distrust, key->data, key->len) != NULL;
+}
+
+static void on_del_batch(void *ud, const crt_cache_reply *r)
+{
+    del_batch *b = ud;
+    prodstore *ps = b->ps;
+    bool ok = r->err == 0 && r->type == CRT_CACHE_INT;
+    for (size_t i = 0; i < b->n; i++) {
+        distrusted *d = b->epoch == ps->distrust_epoch && ps->distrust
+                            ? crt_map_get(ps->distrust, b->keys[i], b->lens[i]) : NULL;
+        if (d && d->in_flight) {
+            d->in_flight = false;
+            if (ok && d->seq == b->seq[i]) {
+                crt_map_del(ps->distrust, d->key, d->klen);
+                free(d);
+            } else {
+                crt_dlist_push_back(&ps->distrust_pending, &d->node);
+            }
+        }
+        free(b->keys[i]);
+    }
+    free(b);
+    if (!ok) {
+        ps->next_del_retry = uv_now(ps->loop) + DISTRUST_RETRY_MS;
+        CRT_LOGF(CRT_LOG_WARN, "valkey refused to delete cache keys; they stay bypassed",
+                 CRT_LS("reply", r->err ? "unavailable" : r->type == CRT_CACHE_ERROR ? (r->str ? r->str : "error")
+                                                                                   : "unexpected"));
+    }
+    maint_arm(ps);
+}
+
+/* Sends DELs for distrusted keys not already being deleted. */
+static void distrust_flush(prodstore *ps)
+{
+    while (ps->cache && ps->distrust_pending.head && crt_cache_ready(ps->cache)) {
+        del_batch *b = calloc(1, sizeof *b);
+        if (!b)
+            return;
+        b->ps = ps;
+        b->epoch = ps->distrust_epoch;
+        const char *argv[DISTRUST_BATCH + 1];
+        size_t lens[DISTRUST_BATCH + 1];
+        argv[0] = "DEL";
+        lens[0] = 3;
+        for (crt_dnode *n = ps->distrust_pending.head; n && b->n < DISTRUST_BATCH; n = n->next) {
+            distrusted *d = crt_container_of(n, distrusted, node);
+            b->keys[b->n] = malloc(d->klen + 1);
+            if (!b->keys[b->n])
+                break;
+            memcpy(b->keys[b->n], d->key, d->klen + 1);
+            b->lens[b->n] = d->klen;
+            b->seq[b->n] = d->seq;
+            argv[b->n + 1] = b->keys[b->n];
+            lens[b->n + 1] = d->klen;
+            b->n++;
+        }
+        if (!b->n || crt_cache_cmd(ps->cache, on_del_batch, b, (int)b->n + 1, argv, lens) != 0) {
+            for (size_t i = 0; i < b->n; i++)
+                free(b->keys[i]);
+            free(b);
+            ps->next_del_retry = uv_now(ps->loop) + DISTRUST_RETRY_MS;
+            maint_arm(ps);
+            return;
+        }
+        for (size_t i = 0; i < b->n; i++) {
+            distrusted *d = crt_map_get(ps->distrust, b->keys[i], b->lens[i]);
+            crt_dlist_remove(&ps->distrust_pending, &d->node);
+            d->in_flight = true;
+        }
+    }
+}
+
+/* key's cache entry may be older than an acknowledged write: bypass it
+ * until deleted. Never loses a key silently: past DISTRUST_MAX the whole
+ * cache is bypassed for one TTL (by then every older entry has expired). */
+static void distrust_key(prodstore *ps, const crt_buf *key)
 {
     if (!ps->cache)
         return;
-    for (size_t i = 0; i < ps->ndirty; i++)
-        if (strlen(ps->dirty[i]) == key->len && memcmp(ps->dirty[i], key->data, key->len) == 0)
-            return;
-    if (ps->ndirty == DIRTY_MAX) {
-        CRT_LOGF(CRT_LOG_WARN, "too many cache keys to invalidate; the oldest may stay stale until their TTL");
-        free(ps->dirty[ps->dirty_sent]);
-        memmove(&ps->dirty[ps->dirty_sent], &ps->dirty[ps->dirty_sent + 1],
-                (ps->ndirty - ps->dirty_sent - 1) * sizeof ps->dirty[0]);
-        ps->ndirty--;
+    (*ps->m_distrusted)++;
+    uint64_t now = uv_now(ps->loop);
+    if (ps->distrust_all_until && now < ps->distrust_all_until) {
+        ps->distrust_all_until = now + ps->ttl_ms;
+        return;
     }
-    char *k = strndup(key->data, key->len);
-    if (k)
-        ps->dirty[ps->ndirty++] = k;
-}
-
-static void on_dirty_deleted(void *ud, const crt_cache_reply *r)
-{
-    prodstore *ps = ud;
-    size_t n = ps->dirty_sent;
-    ps->dirty_sent = 0;
-    if (r->err || r->type == CRT_CACHE_ERROR)
-        return; /* kept: tried again at the next reconnect */
-    for (size_t i = 0; i < n; i++)
-        free(ps->dirty[i]);
-    memmove(ps->dirty, ps->dirty + n, (ps->ndirty - n) * sizeof ps->dirty[0]);
-    ps->ndirty -= n;
+    distrusted *d = crt_map_get(ps->distrust, key->data, key->len);
+    if (!d) {
+        void **slot = NULL;
+        if (crt_map_size(ps->distrust) < DISTRUST_MAX) {
+            d = malloc(sizeof *d + key->len + 1);
+            slot = d ? crt_map_slot(ps->distrust, key->data, key->len, true) : NULL;
+        }
+        if (!slot) {
+            free(d);
+            CRT_LOGF(CRT_LOG_WARN, "too many cache keys to invalidate: the cache is bypassed for one TTL",
+                     CRT_LI("keys", (long long)crt_map_size(ps->distrust)));
+            (*ps->m_distrust_overflow)++;
+            distrust_clear_all(ps);
+            ps->distrust_all_until = now + ps->ttl_ms;
+            return;
+        }
+        d->in_flight = false;
+        d->klen = key->len;
+        memcpy(d->key, key->data, key->len);
+        d->key[key->len] = '\0';
+        *slot = d;
+        crt_dlist_push_back(&ps->distrust_pending, &d->node);
+    }
+    d->seq = ++ps->distrust_seq;
+    if (!d->in_flight && now >= ps->next_del_retry)
+        distrust_flush(ps);
+    maint_arm(ps);
 }
 
 static void on_cache_ready(void *ctx)
 {
     prodstore *ps = ctx;
-    if (!ps->ndirty || ps->dirty_sent)
+    if (!ps->distrust_pending.head)
         return;
-    const char **argv = malloc((ps->ndirty + 1) * sizeof *argv);
-    if (!argv)
-        return;
-    argv[0] = "DEL";
-    for (size_t i = 0; i < ps->ndirty; i++)
-        argv[i + 1] = ps->dirty[i];
-    if (crt_cache_cmd(ps->cache, on_dirty_deleted, ps, (int)ps->ndirty + 1, argv, NULL) == 0) {
-        ps->dirty_sent = ps->ndirty;
-        CRT_LOGF(CRT_LOG_INFO, "valkey back: invalidating keys written while it was away", CRT_LI("keys", ps->ndirty));
-    }
-    free(argv);
+    CRT_LOGF(CRT_LOG_INFO, "valkey back: invalidating keys written while it was away",
+             CRT_LI("keys", (long long)crt_map_size(ps->distrust)));
+    ps->next_del_retry = 0;
+    distrust_flush(ps);
 }
 
 static int cache_get(prodstore *ps, const crt_buf *key, crt_cache_cb cb, void *ud)
@@ -221,43 +398,35 @@ static int cache_del(prodstore *ps, const crt_buf *key, crt_cache_cb cb, void *u
     return crt_cache_cmd(ps->cache, cb, ud, 2, argv, lens);
 }
 
-/* Maps a final backend answer that is not a success. */
+/* Maps a final backend answer that is not a success. Could not reach it
+ * (transport errors, timeouts, 429/502/503/504 after the retries): 503
+ * backend_unavailable, worth retrying. Anything else it answered (a 3xx, a
+ * 4xx the operation does not expect, a 500, an answer over the size cap) is
+ * definite and wrong: 502 backend_error. The backend's text is logged, never
+ * passed on. */
 static void op_backend_failed(op *o, const crt_backend_resp *r, const char *what)
 {
+    if (r->err == CRT_ERANGE) {
+        op_backend_error(o, "the Cronium backend sent an answer that is too large");
+        return;
+    }
     if (r->err) {
         op_unavailable(o, "the Cronium backend did not answer in time", r->retry_after_s);
         return;
     }
-    if (r->status == 401 || r->status == 403) {
-        CRT_LOGF(CRT_LOG_ERROR, "backend refused the runtime's credentials (check BACKEND_TOKEN)",
-                 CRT_LS("operation", what), CRT_LI("status", r->status));
-        op_unavailable(o, "the Cronium backend refused the request", 5);
-        return;
-    }
-    if (r->status == 429 || r->status >= 500) {
+    if (r->status == 429 || r->status == 502 || r->status == 503 || r->status == 504) {
         op_unavailable(o, "the Cronium backend is unavailable", r->retry_after_s);
         return;
     }
-    /* Another 4xx: the request itself was refused; pass the reason on. */
-    crt_buf msg;
-    crt_buf_init(&msg);
-    crt_buf errv;
-    crt_buf_init(&errv);
-    static const char *const keys[2] = {"error", "message"};
-    crt_json_slot s[2];
-    crt_buf tmp;
-    crt_buf_init(&tmp);
-    if (crt_json_object(r->body, r->len, &tmp, keys, s, 2) == 0) {
-        crt_json_slot m = s[1].len ? s[1] : s[0];
-        if (m.len && crt_json_kind_of(tmp.data + m.off, m.len) == CRT_JSON_STRING)
-            crt_json_unquote(tmp.data + m.off, m.len, &errv);
-    }
-    crt_buf_printf(&msg, "the Cronium backend refused %s (HTTP %ld)%s%.*s", what, r->status,
-                   errv.len ? ": " : "", (int)errv.len, errv.data ? errv.data : "");
-    op_answer(o, CRT_EINVAL, NULL, 0, crt_buf_cstr(&msg), 0, 0);
-    crt_buf_fini(&msg);
-    crt_buf_fini(&errv);
-    crt_buf_fini(&tmp);
+    if (r->status == 401 || r->status == 403)
+        CRT_LOGF(CRT_LOG_ERROR, "backend refused the runtime's credentials (check BACKEND_TOKEN)",
+                 CRT_LS("operation", what), CRT_LI("status", r->status));
+    else
+        CRT_LOGF(CRT_LOG_WARN, "backend answered with an unexpected status", CRT_LS("operation", what),
+                 CRT_LI("status", r->status), CRT_LI("body_bytes", (long long)r->len));
+    char msg[160];
+    snprintf(msg, sizeof msg, "the Cronium backend answered %s with an unexpected HTTP %ld", what, r->status);
+    op_backend_error(o, msg);
 }
 
 /* Starts a backend request for o; fails (cb not called) once the client is
@@ -267,7 +436,10 @@ static int backend_req(op *o, const char *method, const char *path, const char *
 {
     if (!o->ps->backend)
         return CRT_EUNAVAIL;
-    return crt_backend_request(o->ps->backend, method, path, body, len, opname, flags, cb, o);
+    /* Increments are bounded by their request's deadline (they may have
+     * waited in line); other operations by the client's own budget. */
+    uint64_t by = o->kind == CRT_ST_INCR_VAR ? o->deadline : 0;
+    return crt_backend_request_by(o->ps->backend, method, path, body, len, opname, flags, by, cb, o);
 }
 
 static void backend_call(op *o, const char *method, const char *path, const char *body, size_t len, const char *opname,
@@ -395,7 +567,7 @@ static void on_ctx_backend(void *ud, const crt_backend_resp *r)
     if (!e) {
         CRT_LOGF(CRT_LOG_ERROR, "backend sent an execution context that is not a JSON object",
                  CRT_LS("execution_id", o->exec_id));
-        op_unavailable(o, "the Cronium backend sent an invalid execution context", 5);
+        op_backend_error(o, "the Cronium backend sent an invalid execution context");
         return;
     }
     key_exec(&o->work, o->exec_id, "context");
@@ -414,17 +586,43 @@ static void ctx_from_backend(op *o)
     crt_buf_fini(&path);
 }
 
+/* What the cache holds is not trusted: a context must be a JSON object, and
+ * one naming another execution is not this one's. */
+static bool cached_ctx_ok(const char *json, size_t len, const char *exec_id)
+{
+    static const char *const keys[1] = {"executionId"};
+    crt_json_slot s;
+    crt_buf doc, id;
+    crt_buf_init(&doc);
+    crt_buf_init(&id);
+    bool ok = crt_json_object(json, len, &doc, keys, &s, 1) == 0;
+    if (ok && s.len && crt_json_kind_of(doc.data + s.off, s.len) != CRT_JSON_NULL) {
+        ok = crt_json_kind_of(doc.data + s.off, s.len) == CRT_JSON_STRING &&
+             crt_json_unquote(doc.data + s.off, s.len, &id) == 0 && id.len == strlen(exec_id) &&
+             memcmp(id.data, exec_id, id.len) == 0;
+    }
+    crt_buf_fini(&doc);
+    crt_buf_fini(&id);
+    return ok;
+}
+
 static void on_ctx_cache(void *ud, const crt_cache_reply *r)
 {
     op *o = ud;
     prodstore *ps = o->ps;
     if (r->err == 0 && r->type == CRT_CACHE_STR) {
-        ctx_entry *e = ctx_insert(ps, o->exec_id, r->str, r->len);
+        ctx_entry *e = cached_ctx_ok(r->str, r->len, o->exec_id) ? ctx_insert(ps, o->exec_id, r->str, r->len) : NULL;
         if (e) {
             count(ps, K_CONTEXT, R_HIT);
             op_with_context(o, e);
             return;
         }
+        /* Not a context: a miss; the backend's answer overwrites it. */
+        (*ps->m_invalid[K_CONTEXT])++;
+        CRT_LOGF(CRT_LOG_WARN, "cached execution context is not valid: ignored", CRT_LS("execution_id", o->exec_id));
+        count(ps, K_CONTEXT, R_MISS);
+        ctx_from_backend(o);
+        return;
     }
     count(ps, K_CONTEXT, r->err ? R_ERROR : R_MISS);
     ctx_from_backend(o);
@@ -459,8 +657,10 @@ static void on_cache_written(void *ud, const crt_cache_reply *r)
 {
     op *o = ud;
     bool is_write = o->kind != CRT_ST_GET_VAR && o->kind != CRT_ST_GET_OUTPUT;
-    if (is_write && (r->err || r->type == CRT_CACHE_ERROR))
-        dirty_add(o->ps, &o->work);
+    /* Not stored (down, -OOM, -ERR ...): the old value may still be there.
+     * Marked before the answer, so no later read of this process sees it. */
+    if (is_write && (r->err || r->type != CRT_CACHE_STATUS))
+        distrust_key(o->ps, &o->work);
     if (o->kind == CRT_ST_GET_VAR || o->kind == CRT_ST_INCR_VAR || o->kind == CRT_ST_GET_OUTPUT)
         op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
     else
@@ -504,15 +704,16 @@ static void on_var_backend_get(void *ud, const crt_backend_resp *r)
         return;
     }
     if (parse_var_reply(o, r)) {
-        op_unavailable(o, "the Cronium backend sent an invalid variable", 5);
-        return;
-    }
-    if (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len) != o->gen_seen) {
-        /* A write to this key completed meanwhile: answer, but do not cache. */
-        op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
+        op_backend_error(o, "the Cronium backend sent an invalid variable");
         return;
     }
     key_user(&o->work, o->user_id, "var", o->key.data, o->key.len);
+    if (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len) != o->gen_seen || key_distrusted(o->ps, &o->work)) {
+        /* A write to this key completed meanwhile, or the cache entry is
+         * not trusted (SET NX would keep it anyway): answer, do not cache. */
+        op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
+        return;
+    }
     if (cache_set_ex(o->ps, &o->work, o->result.data, o->result.len, true, on_cache_written, o))
         op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
 }
@@ -527,15 +728,31 @@ static void var_from_backend(op *o)
     crt_buf_fini(&path);
 }
 
+/* A cached value is spliced into the answer only as JSON this process
+ * re-serialised; anything else (not JSON, a wrong-typed key) is a miss, and
+ * the key is deleted so the backend's value can take its place. */
 static void on_var_cache(void *ud, const crt_cache_reply *r)
 {
     op *o = ud;
+    prodstore *ps = o->ps;
     if (r->err == 0 && r->type == CRT_CACHE_STR) {
-        count(o->ps, K_VARIABLE, R_HIT);
-        op_answer(o, 0, r->str, r->len, NULL, 0, 0);
-        return;
+        crt_buf_reset(&o->result);
+        if (crt_json_compact(r->str, r->len, &o->result) == 0) {
+            count(ps, K_VARIABLE, R_HIT);
+            op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
+            return;
+        }
+        crt_buf_reset(&o->result);
+        (*ps->m_invalid[K_VARIABLE])++;
+        CRT_LOGF(CRT_LOG_WARN, "cached variable is not valid JSON: ignored");
+        distrust_key(ps, &o->work);
+        count(ps, K_VARIABLE, R_MISS);
+    } else if (r->err == 0 && r->type == CRT_CACHE_ERROR) {
+        distrust_key(ps, &o->work);          /* e.g. WRONGTYPE: not ours */
+        count(ps, K_VARIABLE, R_ERROR);
+    } else {
+        count(ps, K_VARIABLE, r->err ? R_ERROR : R_MISS);
     }
-    count(o->ps, K_VARIABLE, r->err ? R_ERROR : R_MISS);
     var_from_backend(o);
 }
 
@@ -570,8 +787,8 @@ static int var_put(op *o, const char *v, size_t n, const char *opname, crt_backe
 static void on_var_cache_deleted(void *ud, const crt_cache_reply *r)
 {
     op *o = ud;
-    if (r->err || r->type == CRT_CACHE_ERROR)
-        dirty_add(o->ps, &o->work);
+    if (r->err || r->type != CRT_CACHE_INT)
+        distrust_key(o->ps, &o->work);
     op_answer(o, 0, NULL, 0, NULL, 0, 0);
 }
 
@@ -599,7 +816,7 @@ static void on_var_delete(void *ud, const crt_backend_resp *r)
     (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len))++;
     key_user(&o->work, o->user_id, "var", o->key.data, o->key.len);
     if (cache_del(o->ps, &o->work, on_var_cache_deleted, o)) {
-        dirty_add(o->ps, &o->work);
+        distrust_key(o->ps, &o->work);
         op_answer(o, 0, NULL, 0, NULL, 0, 0);
     }
 }
@@ -608,6 +825,7 @@ static void on_var_delete(void *ud, const crt_backend_resp *r)
 
 static void incr_next(op *o);
 static void incr_lock(op *o);
+static void line_advance(prodstore *ps, incr_line *l);
 
 static void line_key(op *o, crt_buf *b)
 {
@@ -622,7 +840,7 @@ static void line_key(op *o, crt_buf *b)
 static void incr_done(op *o, int err, const char *msg, unsigned ra)
 {
     prodstore *ps = o->ps;
-    if (o->locked) {
+    if (o->locked && ps->cache) {
         static const char script[] =
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
         crt_buf k;
@@ -634,27 +852,74 @@ static void incr_done(op *o, int err, const char *msg, unsigned ra)
         crt_buf_fini(&k);
         o->locked = false;
     }
-    op *next = o->next_in_line;
-    crt_buf lk;
-    crt_buf_init(&lk);
-    line_key(o, &lk);
-    void **slot = crt_map_slot(ps->incr_lines, lk.data, lk.len, false);
-    if (slot && *slot == o)
-        crt_map_del(ps->incr_lines, lk.data, lk.len);
-    crt_buf_fini(&lk);
+    incr_line *l = o->line;
+    o->line = NULL;
     if (err)
         op_answer(o, err, NULL, 0, msg, 0, ra);
     else
         op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
-    if (next)
-        incr_lock(next);
+    if (l) {
+        l->running = NULL;
+        line_advance(ps, l);
+    }
+}
+
+static void queued_unlink(prodstore *ps, op *o)
+{
+    crt_dlist_remove(&o->line->waiting, &o->qnode);
+    o->line->nwaiting--;
+    crt_dlist_remove(&ps->queued, &o->pnode);
+    o->queued = false;
+}
+
+/* Answers a queued increment that will not run: its client went away (the
+ * answer is thrown away, and it must not count later: a script that gave up
+ * may retry) or its deadline passed. */
+static bool queued_expire(prodstore *ps, op *o, uint64_t now)
+{
+    if (op_gone(o)) {
+        (*ps->m_incr_dropped)++;
+        o->line = NULL;
+        op_answer(o, CRT_EUNAVAIL, NULL, 0, "the client went away", 0, 1);
+        return true;
+    }
+    if (now >= o->deadline) {
+        (*ps->m_incr_rejected)++;
+        o->line = NULL;
+        op_unavailable(o, "timed out waiting for earlier increments of this variable", 1);
+        return true;
+    }
+    return false;
+}
+
+/* Starts the oldest waiting increment that is still wanted; frees the line
+ * once nothing runs or waits. */
+static void line_advance(prodstore *ps, incr_line *l)
+{
+    if (l->advancing)
+        return;     /* the loop below picks up */
+    l->advancing = true;
+    uint64_t now = uv_now(ps->loop);
+    while (!l->running && l->waiting.head) {
+        op *n = crt_container_of(l->waiting.head, op, qnode);
+        queued_unlink(ps, n);
+        if (queued_expire(ps, n, now))
+            continue;
+        l->running = n;
+        incr_lock(n);       /* may finish n at once: the loop goes on */
+    }
+    l->advancing = false;
+    if (!l->running && !l->waiting.head) {
+        crt_map_del(ps->incr_lines, l->key, l->klen);
+        free(l);
+    }
 }
 
 static void on_incr_cached(void *ud, const crt_cache_reply *r)
 {
     op *o = ud;
-    if (r->err || r->type == CRT_CACHE_ERROR)
-        dirty_add(o->ps, &o->work);
+    if (r->err || r->type != CRT_CACHE_STATUS)
+        distrust_key(o->ps, &o->work);
     incr_done(o, 0, NULL, 0);
 }
 
@@ -668,7 +933,7 @@ static void on_incr_put(void *ud, const crt_backend_resp *r)
     (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len))++;
     key_user(&o->work, o->user_id, "var", o->key.data, o->key.len);
     if (cache_set(o->ps, &o->work, o->result.data, o->result.len, on_incr_cached, o)) {
-        dirty_add(o->ps, &o->work);
+        distrust_key(o->ps, &o->work);
         incr_done(o, 0, NULL, 0);
     }
 }
@@ -696,6 +961,11 @@ static void on_incr_read(void *ud, const crt_backend_resp *r)
     crt_buf_reset(&o->result);
     crt_buf_append(&o->result, sum.data, sum.len);
     crt_buf_fini(&sum);
+    if (op_gone(o)) {
+        (*o->ps->m_incr_dropped)++;
+        incr_done(o, CRT_EUNAVAIL, "the client went away", 1);
+        return;
+    }
     /* PUT the number (o->value still holds the increment). */
     if (var_put(o, o->result.data, o->result.len, "increment_variable", on_incr_put))
         incr_done(o, CRT_EUNAVAIL, "the Cronium backend client is not available", 2);
@@ -703,6 +973,17 @@ static void on_incr_read(void *ud, const crt_backend_resp *r)
 
 static void incr_next(op *o)
 {
+    if (op_gone(o)) {
+        /* Nothing done yet: a client that gave up must not be counted. */
+        (*o->ps->m_incr_dropped)++;
+        incr_done(o, CRT_EUNAVAIL, "the client went away", 1);
+        return;
+    }
+    if (uv_now(o->ps->loop) + 10 >= o->deadline) {
+        (*o->ps->m_incr_rejected)++;
+        incr_done(o, CRT_EUNAVAIL, "timed out waiting for earlier increments of this variable", 1);
+        return;
+    }
     /* Read the source of truth, never the cache: the value may have moved. */
     crt_buf path;
     crt_buf_init(&path);
@@ -726,8 +1007,13 @@ static void on_lock_reply(void *ud, const crt_cache_reply *r)
 {
     op *o = ud;
     prodstore *ps = o->ps;
-    if (r->err) {
-        /* Valkey went away: the in-process line still serialises us. */
+    if (r->err || (r->type != CRT_CACHE_STATUS && r->type != CRT_CACHE_NIL)) {
+        /* Valkey went away, or answered an error (-OOM, -ERR, -NOPERM ...):
+         * that is not "busy". The lock service is unavailable, so do what
+         * we do when Valkey is down: go on under the in-process line only.
+         * Script authors expect an increment to work whenever the backend
+         * does; Valkey is a cache and a cross-process guard, not the
+         * source of truth. */
         incr_next(o);
         return;
     }
@@ -759,6 +1045,8 @@ static void incr_lock(op *o)
         for (int i = 0; i < 16; i++)
             snprintf(o->lock_token + 2 * i, 3, "%02x", rnd[i]);
         o->lock_deadline = uv_now(ps->loop) + ps->lock_ttl_ms + 1000;
+        if (o->lock_deadline > o->deadline)
+            o->lock_deadline = o->deadline;
     }
     crt_buf k;
     crt_buf_init(&k);
@@ -767,7 +1055,7 @@ static void incr_lock(op *o)
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ps->lock_ttl_ms);
     const char *argv[6] = {"SET", k.data, o->lock_token, "NX", "PX", ttl};
     size_t lens[6] = {3, k.len, strlen(o->lock_token), 2, 2, strlen(ttl)};
-    int rc = crt_cache_cmd(ps->cache, on_lock_reply, o, 6, argv, lens);
+    int rc = ps->cache ? crt_cache_cmd(ps->cache, on_lock_reply, o, 6, argv, lens) : CRT_EUNAVAIL;
     crt_buf_fini(&k);
     if (rc)
         incr_next(o); /* no Valkey: in-process serialisation only */
@@ -780,17 +1068,73 @@ static void incr_enqueue(op *o)
     crt_buf_init(&lk);
     line_key(o, &lk);
     void **slot = crt_map_slot(ps->incr_lines, lk.data, lk.len, true);
+    incr_line *l = slot ? *slot : NULL;
+    if (slot && !l) {
+        l = calloc(1, sizeof *l + lk.len + 1);
+        if (l) {
+            l->klen = lk.len;
+            memcpy(l->key, lk.data, lk.len);
+            *slot = l;
+        } else {
+            crt_map_del(ps->incr_lines, lk.data, lk.len);
+        }
+    }
     crt_buf_fini(&lk);
-    if (!slot) {
+    if (!l) {
         op_unavailable(o, "out of memory", 1);
         return;
     }
-    op *last = *slot;
-    *slot = o;
-    if (last)
-        last->next_in_line = o;     /* runs when last is done */
-    else
+    o->line = l;
+    if (!l->running) {
+        l->running = o;
         incr_lock(o);
+        return;
+    }
+    if (l->nwaiting >= INCR_QUEUE_MAX) {
+        (*ps->m_incr_rejected)++;
+        o->line = NULL;
+        op_fail(o, 429, "rate_limited", "too many increments of this variable are waiting", 1);
+        return;
+    }
+    crt_dlist_push_back(&l->waiting, &o->qnode);
+    l->nwaiting++;
+    crt_dlist_push_back(&ps->queued, &o->pnode);
+    o->queued = true;
+    maint_arm(ps);
+}
+
+/* ---- maintenance: queued increments, invalidation retries ------------------------------------------ */
+
+static void on_maint(uv_timer_t *t)
+{
+    prodstore *ps = t->data;
+    uint64_t now = uv_now(ps->loop);
+    /* Unlink first, answer after: an answer may submit new work. */
+    crt_dlist done = {NULL, NULL};
+    for (crt_dnode *n = ps->queued.head, *nn; n; n = nn) {
+        nn = n->next;
+        op *o = crt_container_of(n, op, pnode);
+        if (!op_gone(o) && now < o->deadline)
+            continue;
+        queued_unlink(ps, o);
+        crt_dlist_push_back(&done, &o->pnode);
+    }
+    while (done.head) {
+        op *o = crt_container_of(done.head, op, pnode);
+        crt_dlist_remove(&done, &o->pnode);
+        queued_expire(ps, o, UINT64_MAX);
+    }
+    if (ps->distrust_pending.head && now >= ps->next_del_retry)
+        distrust_flush(ps);
+    maint_arm(ps);
+}
+
+static void maint_arm(prodstore *ps)
+{
+    if (!ps->maint_open || uv_is_active((uv_handle_t *)&ps->maint))
+        return;
+    if (ps->queued.head || ps->distrust_pending.head)
+        uv_timer_start(&ps->maint, on_maint, MAINT_MS, 0);
 }
 
 /* ---- output and condition ---------------------------------------------------------------------------- */
@@ -799,12 +1143,30 @@ static void on_exec_cache(void *ud, const crt_cache_reply *r)
 {
     op *o = ud;
     cache_kind k = o->kind == CRT_ST_GET_OUTPUT ? K_OUTPUT : K_CONDITION;
-    if (r->err == 0 && r->type == CRT_CACHE_STR) {
-        count(o->ps, k, R_HIT);
-        op_answer(o, 0, r->str, r->len, NULL, 0, 0);
-        return;
+    if (r && r->err == 0 && r->type == CRT_CACHE_STR) {
+        crt_buf_reset(&o->result);
+        bool ok = crt_json_compact(r->str, r->len, &o->result) == 0;
+        if (ok && k == K_CONDITION) {
+            crt_json_kind jk = crt_json_kind_of(o->result.data, o->result.len);
+            ok = jk == CRT_JSON_TRUE || jk == CRT_JSON_FALSE || jk == CRT_JSON_NULL;
+        }
+        if (ok) {
+            count(o->ps, k, R_HIT);
+            op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
+            return;
+        }
+        (*o->ps->m_invalid[k])++;
+        CRT_LOGF(CRT_LOG_WARN, "cached value is not valid: ignored", CRT_LS("kind", kind_names[k]));
+        distrust_key(o->ps, &o->work);
+        count(o->ps, k, R_MISS);
+    } else if (r && r->err == 0 && r->type == CRT_CACHE_ERROR) {
+        distrust_key(o->ps, &o->work);
+        count(o->ps, k, R_ERROR);
+    } else if (r) {
+        count(o->ps, k, r->err ? R_ERROR : R_MISS);
+    } else {
+        count(o->ps, k, R_MISS);             /* distrusted: not asked */
     }
-    count(o->ps, k, r->err ? R_ERROR : R_MISS);
     /* Fall back to what this process saw set. */
     ctx_entry *e = ctx_lookup(o->ps, o->exec_id);
     if (k == K_OUTPUT) {
@@ -859,7 +1221,7 @@ static void on_tool(void *ud, const crt_backend_resp *r)
     crt_buf_reset(&o->result);
     if (crt_json_compact(r->body, r->len, &o->result) ||
         crt_json_kind_of(o->result.data, o->result.len) != CRT_JSON_OBJECT) {
-        op_unavailable(o, "the Cronium backend sent an invalid tool result", 5);
+        op_backend_error(o, "the Cronium backend sent an invalid tool result");
         return;
     }
     op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
@@ -870,6 +1232,11 @@ static void on_tool(void *ud, const crt_backend_resp *r)
 static void op_with_context(op *o, ctx_entry *e)
 {
     prodstore *ps = o->ps;
+    if (op_gone(o)) {
+        /* Nobody will read the answer: start no backend work for it. */
+        op_answer(o, CRT_EUNAVAIL, NULL, 0, "the client went away", 0, 1);
+        return;
+    }
     o->user_id = strdup(e->ctx.user_id ? e->ctx.user_id : "");
     if (!o->user_id) {
         op_unavailable(o, "out of memory", 1);
@@ -878,7 +1245,9 @@ static void op_with_context(op *o, ctx_entry *e)
     bool needs_user = o->kind == CRT_ST_GET_VAR || o->kind == CRT_ST_PUT_VAR || o->kind == CRT_ST_DEL_VAR ||
                       o->kind == CRT_ST_INCR_VAR;
     if (needs_user && !*o->user_id) {
-        op_answer(o, CRT_EINVAL, NULL, 0, "the execution has no user, so it cannot have variables", 0, 0);
+        /* Every execution the backend runs has an owner: a context
+         * without one is the backend's fault, not the script's. */
+        op_backend_error(o, "the Cronium backend sent an execution context without a userId");
         return;
     }
     char ts[40];
@@ -895,7 +1264,9 @@ static void op_with_context(op *o, ctx_entry *e)
     case CRT_ST_GET_OUTPUT:
     case CRT_ST_GET_CONDITION:
         key_exec(&o->work, o->exec_id, o->kind == CRT_ST_GET_OUTPUT ? "output" : "condition");
-        if (cache_get(ps, &o->work, on_exec_cache, o)) {
+        if (key_distrusted(ps, &o->work)) {
+            on_exec_cache(o, NULL);
+        } else if (cache_get(ps, &o->work, on_exec_cache, o)) {
             crt_cache_reply none = {.err = CRT_EUNAVAIL};
             on_exec_cache(o, &none);
         }
@@ -921,7 +1292,10 @@ static void op_with_context(op *o, ctx_entry *e)
     }
     case CRT_ST_GET_VAR:
         key_user(&o->work, o->user_id, "var", o->key.data, o->key.len);
-        if (cache_get(ps, &o->work, on_var_cache, o)) {
+        if (key_distrusted(ps, &o->work)) {
+            count(ps, K_VARIABLE, R_MISS);
+            var_from_backend(o);
+        } else if (cache_get(ps, &o->work, on_var_cache, o)) {
             count(ps, K_VARIABLE, R_ERROR);
             var_from_backend(o);
         }
@@ -973,12 +1347,18 @@ static void prod_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, v
         cb(ud, &fail);
         return;
     }
-    if (ps->shutting_down) {
+    if (ps->shutting_down || ps->nops >= OPS_MAX) {
+        /* Also bounds the work of clients that have gone away. */
+        if (!ps->shutting_down)
+            fail.message = "too many requests in progress";
         free(o);
         cb(ud, &fail);
         return;
     }
+    ps->nops++;
     o->ps = ps;
+    o->gone = r->gone;
+    o->deadline = r->deadline_ms ? r->deadline_ms : uv_now(ps->loop) + ps->op_budget_ms;
     o->kind = r->op;
     o->cb = cb;
     o->ud = ud;
@@ -1022,6 +1402,10 @@ static void prod_release(prodstore *ps)
         ps->flush_timer_open = false;
         uv_close((uv_handle_t *)&ps->flush_timer, on_flush_timer_closed);
     }
+    if (ps->maint_open) {
+        ps->maint_open = false;
+        uv_close((uv_handle_t *)&ps->maint, on_flush_timer_closed);
+    }
     if (ps->audit)
         crt_audit_backend_detach(ps->audit);
     if (ps->backend) {
@@ -1060,9 +1444,12 @@ static void prod_free(crt_store *s)
         return;
     prod_release(ps);
     crt_map_free(ps->ctxs, ctx_entry_free);
-    crt_map_free(ps->incr_lines, NULL);
-    for (size_t i = 0; i < ps->ndirty; i++)
-        free(ps->dirty[i]);
+    crt_map_free(ps->incr_lines, free);
+    if (ps->distrust) {
+        while (ps->distrust_pending.head)
+            crt_dlist_remove(&ps->distrust_pending, ps->distrust_pending.head);
+        crt_map_free(ps->distrust, free);
+    }
     free(ps);
 }
 
@@ -1084,6 +1471,7 @@ crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, 
     ps->lock_ttl_ms = cfg->lock_ttl_ms;
     ps->ctxs = crt_map_new();
     ps->incr_lines = crt_map_new();
+    ps->distrust = crt_map_new();
     /* The whole retry budget stays below the server's write timeout. */
     uint64_t deadline = cfg->write_timeout_ms > 2000 ? cfg->write_timeout_ms - 1000 : cfg->write_timeout_ms / 2;
     crt_backend_opts bo = {
@@ -1096,7 +1484,8 @@ crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, 
         .max_connections = (long)cfg->backend_max_concurrent,
     };
     ps->backend = crt_backend_new(app->loop, &bo, app->metrics);
-    if (!ps->ctxs || !ps->incr_lines || !ps->backend) {
+    ps->op_budget_ms = deadline;
+    if (!ps->ctxs || !ps->incr_lines || !ps->distrust || !ps->backend) {
         snprintf(err, errcap, "out of memory");
         prod_free(&ps->base);
         return NULL;
@@ -1125,6 +1514,25 @@ crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, 
                                                     "Cache lookups by kind and result.", labels);
         }
     }
+    for (int k = 0; k < K_COUNT; k++) {
+        char labels[64];
+        snprintf(labels, sizeof labels, "kind=\"%s\"", kind_names[k]);
+        ps->m_invalid[k] = crt_metrics_counter(app->metrics, "cronium_runtime_cache_invalid_total",
+                                               "Cached values refused as not valid (served from the backend).",
+                                               labels);
+    }
+    ps->m_distrusted = crt_metrics_counter(app->metrics, "cronium_runtime_cache_invalidations_total",
+                                           "Cache keys bypassed until deleted, after a failed update.", "");
+    ps->m_distrust_overflow = crt_metrics_counter(app->metrics, "cronium_runtime_cache_bypass_all_total",
+                                                  "Times too many keys needed invalidating: cache bypassed one TTL.",
+                                                  "");
+    ps->m_incr_dropped = crt_metrics_counter(app->metrics, "cronium_runtime_increments_dropped_total",
+                                             "Increments not performed because their client went away.", "");
+    ps->m_incr_rejected = crt_metrics_counter(app->metrics, "cronium_runtime_increments_rejected_total",
+                                              "Increments refused: queue full or deadline passed while waiting.", "");
+    uv_timer_init(app->loop, &ps->maint);
+    ps->maint.data = ps;
+    ps->maint_open = true;
     crt_app_add_ready_check(app, "valkey", check_valkey, ps, false);
     crt_app_add_ready_check(app, "backend", check_backend, ps, true);
     ps->audit = crt_audit_backend_new(ps->backend, app->metrics);

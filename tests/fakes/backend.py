@@ -246,7 +246,8 @@ class RecordedRequest:
     client_port: int
     received_at: float   # time.time()
     status: Optional[int] = None   # status answered, None if no answer was sent
-    fault: Optional[str] = None    # "status:503", "drop", "drop-after", "stopped", or None
+    fault: Optional[str] = None    # "status:503", "drop", "drop-after", "stopped", "stream", or None
+    streamed: int = 0              # stream faults: body bytes written before the end or the client left
 
     def header(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """First value of header `name` (case-insensitive)."""
@@ -292,6 +293,10 @@ class _FaultRule:
     close: bool = False
     mode: str = "close"          # drop: "close" (FIN) or "reset" (RST)
     when: str = "before"         # drop: "before" or "after" the request is processed
+    size: Optional[int] = None   # stream: body bytes to send (filler JSON) instead of `body`
+    chunk: int = 65536           # stream: bytes per write
+    interval: float = 0.0        # stream: pause between writes (a slow drip)
+    declare_length: bool = True  # stream: send Content-Length (else close-delimited)
 
     def matches(self, method: str, path: str) -> bool:
         if self.remaining is not None and self.remaining <= 0:
@@ -304,6 +309,9 @@ class _FaultRule:
         d = {"type": self.kind, "count": self.remaining, "path": self.path, "method": self.method}
         if self.kind == "status":
             d.update(status=self.status, retryAfter=self.retry_after, body=self.body if not isinstance(self.body, bytes) else self.body.decode("utf-8", "replace"))
+        elif self.kind == "stream":
+            d.update(status=self.status, size=self.size, chunk=self.chunk, interval=self.interval,
+                     declareLength=self.declare_length)
         else:
             d.update(mode=self.mode, when=self.when)
         return d
@@ -714,6 +722,24 @@ class FakeBackend:
             for _ in range(n):
                 self._faults.append(_FaultRule("drop", 1, path=path, method=method, mode=mode, when=when))
 
+    def stream_next(self, n: int = 1, *, path: Optional[str] = None, method: Optional[str] = None,
+                    status: int = 200, body: Any = None, size: Optional[int] = None, chunk: int = 65536,
+                    interval: float = 0.0, declare_length: bool = True,
+                    headers: Optional[Dict[str, str]] = None) -> None:
+        """Answer the next `n` matching requests (None: forever) with a body written in pieces.
+
+        `size` bytes of filler JSON (`{"value":"xxx…"}`, e.g. 50 MiB) or `body`,
+        `chunk` bytes per write with `interval` seconds between writes (a slow
+        drip), with a Content-Length or (declare_length=False) close-delimited.
+        The request is not processed; a client that closes early ends it.
+        """
+        with self._lock:
+            for _ in range(1 if n is None else n):
+                self._faults.append(_FaultRule(
+                    "stream", None if n is None else 1, path=path, method=method, status=int(status),
+                    body=body, headers=dict(headers or {}), size=size, chunk=max(1, int(chunk)),
+                    interval=float(interval), declare_length=bool(declare_length)))
+
     def set_delay(self, seconds: float, *, path: Optional[str] = None, method: Optional[str] = None,
                   count: Optional[int] = None, when: str = "before") -> None:
         """Wait `seconds` before handling matching requests (the next `count`, or all).
@@ -748,6 +774,13 @@ class FakeBackend:
         elif kind == "drop":
             self.drop_next(int(rule.get("count", 1)), mode=rule.get("mode", "close"),
                            when=rule.get("when", "before"), **common)
+        elif kind == "stream":
+            count = rule.get("count", 1)
+            self.stream_next(None if count is None else int(count), status=int(rule.get("status", 200)),
+                             body=rule.get("body"), size=rule.get("size"), chunk=int(rule.get("chunk", 65536)),
+                             interval=float(rule.get("interval", 0.0)),
+                             declare_length=bool(rule.get("declareLength", True)), headers=rule.get("headers"),
+                             **common)
         elif kind == "delay":
             count = rule.get("count")
             self.set_delay(float(rule["seconds"]), count=None if count is None else int(count),
@@ -1030,6 +1063,10 @@ class FakeBackend:
                 rec.fault = "drop"
                 self._drop(h, fault.mode)
                 return
+            if fault is not None and fault.kind == "stream":
+                rec.fault = "stream"
+                self._stream(h, rec, fault)
+                return
             if fault is not None and fault.kind == "status":
                 rec.fault = "status:%d" % fault.status
                 self._send(h, rec, self._fault_reply(fault))
@@ -1068,6 +1105,50 @@ class FakeBackend:
         if isinstance(body, str):
             return _Reply(fault.status, body.encode("utf-8"), "text/plain; charset=utf-8", headers)
         return _json_reply(fault.status, body, headers)
+
+    def _stream(self, h: _Handler, rec: RecordedRequest, fault: _FaultRule) -> None:
+        if fault.size is not None:
+            head, tail = b'{"value":"', b'"}'
+            total = max(int(fault.size), len(head) + len(tail))
+        else:
+            body = fault.body
+            if body is None:
+                body = b""
+            elif isinstance(body, str):
+                body = body.encode("utf-8")
+            elif not isinstance(body, bytes):
+                body = js_stringify(body).encode("utf-8")
+            head, tail, total = body, b"", len(body)
+        lines = ["%s %d %s" % (h.protocol_version, fault.status, _REASONS.get(fault.status, "Status")),
+                 "Server: " + h.version_string(), "Date: " + h.date_time_string(),
+                 "Content-Type: application/json"]
+        if fault.declare_length:
+            lines.append("Content-Length: %d" % total)
+        else:
+            lines.append("Connection: close")
+        lines.extend("%s: %s" % (k, v) for k, v in fault.headers.items())
+        h.close_connection = True  # whatever happens, this connection is done
+        rec.status = fault.status
+        sent = 0
+        try:
+            h.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+            filler = b"x" * fault.chunk
+            while sent < total:
+                n = min(fault.chunk, total - sent)
+                if sent < len(head):
+                    piece = head[sent:sent + n]
+                elif sent >= total - len(tail):
+                    piece = tail[sent - (total - len(tail)):][:n]
+                else:
+                    piece = filler[:min(n, total - len(tail) - sent)]
+                h.wfile.write(piece)
+                h.wfile.flush()
+                sent += len(piece)
+                if fault.interval and sent < total and self._stop_event.wait(fault.interval):
+                    break
+        except OSError:
+            pass  # the client gave up: expected for a huge or slow body
+        rec.streamed = sent
 
     def _drop(self, h: _Handler, mode: str) -> None:
         h.close_connection = True
