@@ -4,10 +4,12 @@
 # A job script sources this file (directly, or through BASH_ENV so that every bash of the job has
 # it) and calls cronium_* functions that talk to the cronium-runtime HTTP API (see API.md §4, §9).
 #
-# Loading is inert on purpose: the file only defines functions named cronium_* (public) and
-# _cronium_* (internal). Apart from a test that stops shells other than bash, it runs no command,
-# sets no variable, prints nothing and touches no shell option, so it is safe in every shell of a
-# job, under `set -euo pipefail`, and without settings.
+# Loading is inert on purpose: the file defines functions named cronium_* (public), _cronium_*
+# (internal) and, outside POSIX mode, the dotted names cronium.* of the public docs and the SSH
+# runner (bash accepts a dot in a function name only when not in POSIX mode). It also sets the
+# three shell variables the original helper set (CRONIUM_API, CRONIUM_TOKEN, CRONIUM_EXEC_ID, not
+# exported). It runs no other command, prints nothing, never fails and touches no shell option,
+# so it is safe in every shell of a job, under `set -euo pipefail`, and without settings.
 # Settings are read, and missing ones reported, by each call.
 #
 # Every public function runs in a subshell ( ... ): it can set its own shell options, IFS, locale
@@ -605,13 +607,13 @@ _cronium_get_print() {
   _cronium_json "$2"
 }
 
-# cronium_input: prints the execution's input (strings raw, other values as compact JSON; nothing
-# when the execution has no input).
+# cronium_input: prints the execution's input (strings raw, other values as compact JSON; {} when
+# the execution has no input, as the public docs promise).
 function cronium_input() (
   { set +x +v; } 2>/dev/null
   _cronium_shell
   _cronium_need 0 $# "cronium_input" || exit 1
-  _cronium_get_print /input 'if has("data") then .data else empty end'
+  _cronium_get_print /input 'if .data == null then {} else .data end'
 )
 
 # cronium_output [--string|--json] DATA | cronium_output [--string|--json] --stdin
@@ -724,6 +726,25 @@ function cronium_increment_variable() (
                  else error("no value") end'
 )
 
+# cronium_append_variable KEY TEXT [SEPARATOR]: atomically appends TEXT to a string variable on
+# the runtime (POST .../append), SEPARATOR (default empty) going between the old value and TEXT.
+# A missing variable starts empty; a value that is not a string is a 409 conflict. Prints nothing,
+# like the original helper. Not repeated after a timeout (it could apply twice).
+function cronium_append_variable() (
+  { set +x +v; } 2>/dev/null
+  _cronium_shell
+  local key body
+  if (( $# < 2 || $# > 3 )); then
+    _cronium_fail 000 usage "usage: cronium_append_variable KEY TEXT [SEPARATOR]"
+    exit 1
+  fi
+  _cronium_init || exit 1
+  _cronium_key key "$1" || exit 1
+  body=$(command jq -nc --arg value "$2" --arg sep "${3-}" '{value: $value, separator: $sep}' 2>/dev/null) || {
+    _cronium_fail 000 internal "could not build the request body"; exit 1; }
+  _cronium_call once POST "$_cronium_exec_path/variables/$key/append" "$body"
+)
+
 # cronium_context: prints the execution context (event, user, ids...) as compact JSON.
 function cronium_context() (
   { set +x +v; } 2>/dev/null
@@ -733,12 +754,12 @@ function cronium_context() (
 )
 
 # cronium_event: the event that started the execution (the context's "event"),
-# compact JSON; nothing when the execution has no event.
+# compact JSON; {} when the execution has no event.
 function cronium_event() (
   { set +x +v; } 2>/dev/null
   _cronium_shell
   _cronium_need 0 $# "cronium_event" || exit 1
-  _cronium_get_print /context 'if (has("data") and (.data | type) == "object" and .data.event != null) then .data.event else empty end'
+  _cronium_get_print /context 'if ((.data | type) == "object" and .data.event != null) then .data.event else {} end'
 )
 
 # cronium_event_field FIELD: one field of the context; FIELD is a dotted path (event.name,
@@ -934,6 +955,7 @@ function cronium_setVariable() { cronium_set_variable ${1+"$@"}; }
 function cronium_variableExists() { cronium_variable_exists ${1+"$@"}; }
 function cronium_deleteVariable() { cronium_delete_variable ${1+"$@"}; }
 function cronium_incrementVariable() { cronium_increment_variable ${1+"$@"}; }
+function cronium_appendVariable() { cronium_append_variable ${1+"$@"}; }
 function cronium_getEvent() { cronium_event ${1+"$@"}; }
 function cronium_getContext() { cronium_context ${1+"$@"}; }
 function cronium_eventField() { cronium_event_field ${1+"$@"}; }
@@ -943,6 +965,47 @@ function cronium_executeToolAction() { cronium_execute_tool_action ${1+"$@"}; }
 function cronium_sendEmail() { cronium_send_email ${1+"$@"}; }
 function cronium_sendSlackMessage() { cronium_send_slack_message ${1+"$@"}; }
 function cronium_sendDiscordMessage() { cronium_send_discord_message ${1+"$@"}; }
+
+# The dotted names (the public docs' API page and the SSH runner): cronium.input, cronium.output,
+# cronium.getVariable ... for every camelCase name above, plus cronium.info and cronium.version.
+# As in the SSH runner, cronium.output and cronium.setVariable KEY read the value from stdin when
+# it is not given. A dot is not allowed in a function name in POSIX mode, so they are defined
+# only outside it; eval keeps the definitions out of the parser of a POSIX-mode shell.
+if ! shopt -qo posix; then
+  { eval '
+function cronium.input() { cronium_input ${1+"$@"}; }
+function cronium.output() { if (( $# == 0 )); then cronium_output --stdin; else cronium_output "$@"; fi; }
+function cronium.getOutput() { cronium_get_output ${1+"$@"}; }
+function cronium.getVariable() { cronium_get_variable ${1+"$@"}; }
+function cronium.setVariable() { if (( $# == 1 )); then cronium_set_variable "$1" --stdin; else cronium_set_variable ${1+"$@"}; fi; }
+function cronium.variableExists() { cronium_variable_exists ${1+"$@"}; }
+function cronium.deleteVariable() { cronium_delete_variable ${1+"$@"}; }
+function cronium.incrementVariable() { cronium_increment_variable ${1+"$@"}; }
+function cronium.appendVariable() { cronium_append_variable ${1+"$@"}; }
+function cronium.event() { cronium_event ${1+"$@"}; }
+function cronium.getEvent() { cronium_event ${1+"$@"}; }
+function cronium.context() { cronium_context ${1+"$@"}; }
+function cronium.getContext() { cronium_context ${1+"$@"}; }
+function cronium.eventField() { cronium_event_field ${1+"$@"}; }
+function cronium.setCondition() { cronium_set_condition ${1+"$@"}; }
+function cronium.getCondition() { cronium_get_condition ${1+"$@"}; }
+function cronium.executeToolAction() { cronium_execute_tool_action ${1+"$@"}; }
+function cronium.sendEmail() { cronium_send_email ${1+"$@"}; }
+function cronium.sendSlackMessage() { cronium_send_slack_message ${1+"$@"}; }
+function cronium.sendDiscordMessage() { cronium_send_discord_message ${1+"$@"}; }
+function cronium.info() { cronium_info ${1+"$@"}; }
+function cronium.version() { cronium_version ${1+"$@"}; }
+'; } 2>/dev/null
+fi
+
+# The shell variables the original helper set on load, for scripts that read them. Plain
+# assignments (not exported), empty when the setting is missing so that `set -u` scripts run.
+# The group's stderr is closed so that `set -x` before `source` does not trace the token.
+{
+  CRONIUM_API=${CRONIUM_RUNTIME_API:-${CRONIUM_API_ENDPOINT:-http://localhost:8081}}
+  CRONIUM_TOKEN=${CRONIUM_EXECUTION_TOKEN:-${CRONIUM_API_TOKEN:-}}
+  CRONIUM_EXEC_ID=${CRONIUM_EXECUTION_ID:-}
+} 2>/dev/null
 
 # The status of `source`/`.` is that of the last command: make it 0.
 :

@@ -140,8 +140,8 @@ export declare class Cronium {
   debug: boolean;
   logger: (line: string) => void;
 
-  /** The execution's input, or null when it has none. */
-  input<T extends JsonValue = JsonValue>(): Promise<T | null>;
+  /** The execution's input; `{}` when it has none. */
+  input<T extends JsonValue = JsonValue>(): Promise<T | JsonObject>;
   /** Saves the execution's output (undefined is sent as null). */
   output(data: JsonValue | undefined): Promise<void>;
   /** The output saved last, or null. */
@@ -155,8 +155,10 @@ export declare class Cronium {
   deleteVariable(key: string): Promise<boolean>;
   /** Adds `by` (default 1) atomically on the service; returns the new value. */
   incrementVariable(key: string, by?: number): Promise<number>;
-  /** The event that started the execution (the context's `event`), or null. */
-  event(): Promise<JsonObject | null>;
+  /** Appends `text` atomically on the service, `separator` (default '') between; returns the new value. */
+  appendVariable(key: string, text: string, separator?: string): Promise<string>;
+  /** The event that started the execution (the context's `event`); `{}` when there is none. */
+  event(): Promise<JsonObject>;
   /** The execution context. */
   context(): Promise<ExecutionContext>;
   /** One field of the context by dotted path (`event.name`, `metadata.input.x`), or null when absent. */
@@ -170,7 +172,7 @@ export declare class Cronium {
   sendDiscordMessage(message: DiscordMessage): Promise<ToolActionResult>;
 }
 
-export declare function input<T extends JsonValue = JsonValue>(): Promise<T | null>;
+export declare function input<T extends JsonValue = JsonValue>(): Promise<T | JsonObject>;
 export declare function output(data: JsonValue | undefined): Promise<void>;
 export declare function getOutput<T extends JsonValue = JsonValue>(): Promise<T | null>;
 export declare function getVariable<T extends JsonValue = JsonValue>(key: string): Promise<T | null>;
@@ -178,7 +180,8 @@ export declare function setVariable(key: string, value: JsonValue | undefined): 
 export declare function variableExists(key: string): Promise<boolean>;
 export declare function deleteVariable(key: string): Promise<boolean>;
 export declare function incrementVariable(key: string, by?: number): Promise<number>;
-export declare function event(): Promise<JsonObject | null>;
+export declare function appendVariable(key: string, text: string, separator?: string): Promise<string>;
+export declare function event(): Promise<JsonObject>;
 export declare function context(): Promise<ExecutionContext>;
 export declare function context<T extends JsonValue = JsonValue>(field: string): Promise<T | null>;
 export declare function setCondition(condition: boolean): Promise<void>;
@@ -195,3 +198,5 @@ export declare function configure(options?: CroniumOptions): Cronium;
 
 /** Version of this package. */
 export declare const VERSION: string;
+/** The default client, as the original helper's `require('cronium').cronium`. */
+export declare const cronium: Cronium;

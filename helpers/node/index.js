@@ -276,10 +276,10 @@ class Cronium {
 
   /* ------------------------------------------------------------ the API */
 
-  /** The execution's input (`context.metadata.input`), or null when it has none. */
+  /** The execution's input (`context.metadata.input`); `{}` when it has none, as the public docs say. */
   async input() {
     const env = await this.#request('GET', this.#execPath('/input'));
-    return env.data === undefined ? null : env.data;
+    return env.data === undefined || env.data === null ? {} : env.data;
   }
 
   /** Saves the execution's output; `undefined` is sent as null. */
@@ -352,6 +352,24 @@ class Cronium {
     return data.value;
   }
 
+  /**
+   * Atomically appends `text` to a string variable, `separator` (default '') between; a
+   * missing variable starts empty. Returns the new value. A value that is not a string
+   * is a 409 `conflict`. Not repeated after a timeout (it could apply twice).
+   */
+  async appendVariable(key, text, separator = '') {
+    if (typeof text !== 'string') {
+      throw new TypeError('cronium: appendVariable(key, text, separator): text must be a string');
+    }
+    if (typeof separator !== 'string') {
+      throw new TypeError('cronium: appendVariable(key, text, separator): separator must be a string');
+    }
+    const path = this.#execPath(`/variables/${checkKey(key)}/append`);
+    const env = await this.#request('POST', path, { body: { value: text, separator }, idempotent: false });
+    const data = this.#expectObject(env, 'POST', path);
+    return data.value === undefined ? null : data.value;
+  }
+
   /** The full execution context (see index.d.ts), or one field of it with a dotted path ('event.name'). */
   async context(field) {
     let path = this.#execPath('/context');
@@ -367,10 +385,10 @@ class Cronium {
     return this.#expectObject(env, 'GET', path);
   }
 
-  /** The event that triggered the execution (the context's `event`), or null. */
+  /** The event that triggered the execution (the context's `event`); `{}` when there is none. */
   async event() {
     const ctx = await this.context();
-    return ctx.event === undefined ? null : ctx.event;
+    return ctx.event === undefined || ctx.event === null ? {} : ctx.event;
   }
 
   /** Sets the execution's condition (a boolean). */
@@ -680,6 +698,9 @@ async function setVariable(key, value) { return getDefaultClient().setVariable(k
 async function variableExists(key) { return getDefaultClient().variableExists(key); }
 async function deleteVariable(key) { return getDefaultClient().deleteVariable(key); }
 async function incrementVariable(key, by) { return getDefaultClient().incrementVariable(key, by); }
+async function appendVariable(key, text, separator) {
+  return getDefaultClient().appendVariable(key, text, separator);
+}
 async function event() { return getDefaultClient().event(); }
 async function context(field) { return getDefaultClient().context(field); }
 async function setCondition(condition) { return getDefaultClient().setCondition(condition); }
@@ -691,7 +712,12 @@ async function sendEmail(message) { return getDefaultClient().sendEmail(message)
 async function sendSlackMessage(message) { return getDefaultClient().sendSlackMessage(message); }
 async function sendDiscordMessage(message) { return getDefaultClient().sendDiscordMessage(message); }
 
-module.exports = {
+/* module.exports is the Cronium class itself, as in the original helper
+ * (`new (require('cronium'))()`), carrying the module-level functions, the other
+ * classes and `cronium`, the default client (`require('cronium').cronium`). Static
+ * and instance members do not collide: `require('cronium').input()` is the
+ * module-level call, `new Cronium().input()` the method. */
+const api = {
   input,
   output,
   getOutput,
@@ -700,6 +726,7 @@ module.exports = {
   variableExists,
   deleteVariable,
   incrementVariable,
+  appendVariable,
   event,
   context,
   setCondition,
@@ -717,3 +744,8 @@ module.exports = {
   configure,
   VERSION,
 };
+Object.assign(Cronium, api);
+Object.defineProperty(Cronium, 'cronium', {
+  get: getDefaultClient, enumerable: true, configurable: true,
+});
+module.exports = Cronium;

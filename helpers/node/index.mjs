@@ -11,6 +11,7 @@ export const {
   variableExists,
   deleteVariable,
   incrementVariable,
+  appendVariable,
   event,
   context,
   setCondition,

@@ -36,7 +36,11 @@ class Replay:
         return self.root / abs_path.lstrip("/")
 
     def rewrite(self, value):
-        return str(self.path(value)) if value.startswith("/") and self.path(value).exists() else value
+        # Every absolute path in the value that the replay installed, also inside a
+        # longer value such as NODE_OPTIONS="--require /node_modules/cronium/global.js".
+        def one(word):
+            return str(self.path(word)) if word.startswith("/") and self.path(word).exists() else word
+        return " ".join(one(word) for word in value.split(" "))
 
     def apply(self):
         for ins in self.stage.instructions:

@@ -448,21 +448,29 @@ setup() {
   assert_eq "$stderr" "cronium: 200 weird: odd"
 }
 
-@test "input and event print compact JSON; no input prints nothing" {
+@test "input and event print compact JSON; no input or event prints {}" {
   fault_script '[{"json":{"success":true,"data":{"name": "x", "list": [1, 2]}}},
                  {"json":{"success":true}},
+                 {"json":{"success":true,"data":null}},
                  {"json":{"success":true,"data":"just text"}},
-                 {"json":{"success":true,"data":{"executionId":"exec-1","event":{"name":"E"}}}}]'
+                 {"json":{"success":true,"data":{"executionId":"exec-1","event":{"name":"E"}}}},
+                 {"json":{"success":true,"data":{"executionId":"exec-1","event":null}}}]'
   run --separate-stderr cronium_input
   assert_eq "$output" '{"name":"x","list":[1,2]}'
   run --separate-stderr cronium_input
   assert_eq "$status" 0
-  assert_eq "$output" ''
+  assert_eq "$output" '{}'
+  run --separate-stderr cronium_input
+  assert_eq "$status" 0
+  assert_eq "$output" '{}'
   run --separate-stderr cronium_input
   assert_eq "$output" 'just text'
   run --separate-stderr cronium_event
   assert_eq "$status" 0
   assert_eq "$output" '{"name":"E"}'
+  run --separate-stderr cronium_event
+  assert_eq "$status" 0
+  assert_eq "$output" '{}'
   assert_eq "$(fault_log '[.[].path] | unique')" '["/executions/exec-1/context","/executions/exec-1/input"]'
 }
 
@@ -624,4 +632,61 @@ setup() {
   assert_eq "$status" 0
   assert_eq "$output" $'same state\na=v b='
   assert_eq "$stderr" ""
+}
+
+# ---- append, dotted names, the original's entry points ---------------------------------------
+
+@test "append_variable posts {value, separator} to .../append, prints nothing, reports a 409" {
+  fault_script '[{"json":{"success":true,"data":{"key":"log","value":"a"}}},
+                 {"json":{"success":true,"data":{"key":"log","value":"a, b"}}},
+                 {"status":409,"json":{"success":false,"error":"Conflict","message":"value is not a string","code":"conflict"}}]'
+  run --separate-stderr cronium_append_variable log a
+  assert_eq "$status" 0
+  assert_eq "$output" ""
+  run --separate-stderr cronium_appendVariable log b ', '
+  assert_eq "$status" 0
+  assert_eq "$output" ""
+  run --separate-stderr cronium.appendVariable n x
+  assert_eq "$status" 1
+  assert_eq "$stderr" "cronium: 409 conflict: value is not a string"
+  assert_eq "$(fault_log '[.[] | "\(.method) \(.path) \(.body)"]')" \
+    '["POST /executions/exec-1/variables/log/append {\"value\":\"a\",\"separator\":\"\"}","POST /executions/exec-1/variables/log/append {\"value\":\"b\",\"separator\":\", \"}","POST /executions/exec-1/variables/n/append {\"value\":\"x\",\"separator\":\"\"}"]'
+  run --separate-stderr cronium_append_variable onlykey
+  assert_eq "$status" 1
+  assert_eq "$stderr" "cronium: 000 usage: usage: cronium_append_variable KEY TEXT [SEPARATOR]"
+}
+
+@test "an append is not repeated when the first try may have been applied, but is after a 503" {
+  fault_script '[{"close":true},{"json":{"success":true,"data":{"key":"k","value":"x"}}}]'
+  run --separate-stderr cronium_append_variable k x
+  assert_eq "$status" 1
+  assert_eq "$(fault_count)" 1
+  fault_reset
+  fault_script '[{"status":503},{"json":{"success":true,"data":{"key":"k","value":"x"}}}]'
+  run --separate-stderr cronium_append_variable k x
+  assert_eq "$status" 0
+  assert_eq "$(fault_count)" 2
+}
+
+@test "the dotted names call the same endpoints; cronium.output and cronium.setVariable KEY read stdin" {
+  fault_script '[{"json":{"success":true,"data":{"a":1}}},
+                 {"json":{"success":true}},
+                 {"json":{"success":true}},
+                 {"json":{"success":true,"data":{"key":"k","value":"v"}}},
+                 {"json":{"success":true}},
+                 {"json":{"success":true}},
+                 {"json":{"success":true,"data":{"event":{"name":"E"}}}},
+                 {"json":{"success":true}},
+                 {"json":{"success":true,"data":{"condition":true}}}]'
+  assert_eq "$(cronium.input)" '{"a":1}'
+  cronium.output '{"done":true}'
+  printf '%s' '{"piped":1}' | cronium.output
+  assert_eq "$(cronium.getVariable k)" v
+  cronium.setVariable k 'text value'
+  printf '%s' '[1,2]' | cronium.setVariable k
+  assert_eq "$(cronium.event)" '{"name":"E"}'
+  cronium.setCondition true
+  assert_eq "$(cronium.getCondition)" true
+  assert_eq "$(fault_log '[.[] | "\(.method) \(.path) \(.body)"]')" \
+    '["GET /executions/exec-1/input ","POST /executions/exec-1/output {\"data\":{\"done\":true}}","POST /executions/exec-1/output {\"data\":{\"piped\":1}}","GET /executions/exec-1/variables/k ","PUT /executions/exec-1/variables/k {\"value\":\"text value\"}","PUT /executions/exec-1/variables/k {\"value\":[1,2]}","GET /executions/exec-1/context ","POST /executions/exec-1/condition {\"condition\":true}","GET /executions/exec-1/condition "]'
 }

@@ -37,7 +37,7 @@ for x in $(LC_ALL=C comm -13 <(echo "$v1") <(echo "$v2") | tr "\n" ":"); do
   [[ $x == @(CRONIUM_*|_cronium_*|BASH_REMATCH|_) ]] || echo "new variable $x"
 done
 for x in $(LC_ALL=C comm -13 <(echo "$f1") <(echo "$f2") | tr "\n" ":"); do
-  [[ $x == @(cronium_*|_cronium_*) ]] || echo "new function $x"
+  [[ $x == @(cronium_*|_cronium_*|cronium.*) ]] || echo "new function $x"
 done
 echo "functions: $(LC_ALL=C comm -13 <(echo "$f1") <(echo "$f2") | grep -c .)"
 trap - EXIT
@@ -141,4 +141,34 @@ echo done
   assert_eq "${lines[1]}" "Cronium Bash SDK v${lines[0]}"
   assert_eq "${lines[2]}" "API URL: http://localhost:8081"
   assert_eq "${lines[4]}" "Token: unset"
+}
+
+@test "loading sets CRONIUM_API, CRONIUM_TOKEN and CRONIUM_EXEC_ID as the original did, not exported" {
+  run --separate-stderr env -i PATH="$PATH" BASH_ENV="$CRONIUM_SH" CRONIUM_RUNTIME_API=http://rt:8081 \
+      CRONIUM_EXECUTION_TOKEN=tok CRONIUM_EXECUTION_ID=e-1 bash -c \
+      'set -u; echo "$CRONIUM_API|$CRONIUM_TOKEN|$CRONIUM_EXEC_ID"; env | grep -c "^CRONIUM_\(API\|TOKEN\|EXEC_ID\)=" || true'
+  assert_eq "$status" 0
+  assert_eq "$output" $'http://rt:8081|tok|e-1\n0'
+  run --separate-stderr env -i PATH="$PATH" BASH_ENV="$CRONIUM_SH" bash -c \
+      'set -u; echo "$CRONIUM_API|$CRONIUM_TOKEN|$CRONIUM_EXEC_ID"'
+  assert_eq "$output" 'http://localhost:8081||'
+  assert_eq "$stderr" ""
+}
+
+@test "bash -c through BASH_ENV has the dotted and camelCase names; a POSIX-mode bash loads without them" {
+  run --separate-stderr env -i PATH="$PATH" BASH_ENV="$CRONIUM_SH" bash -c \
+      'for f in cronium.input cronium.output cronium.event cronium.getVariable cronium.setVariable \
+                cronium.setCondition cronium.getCondition cronium.appendVariable cronium.info \
+                cronium_getVariable cronium_setVariable cronium_setCondition cronium_getCondition \
+                cronium_appendVariable cronium_append_variable cronium_info; do
+         printf "%s " "$(type -t "$f")"; done'
+  assert_eq "$status" 0
+  assert_eq "$output" "$(printf 'function %.0s' {1..16})"
+  run --separate-stderr bash --posix -c 'source "$1"; echo "rc=$?"; type -t cronium_input; type -t cronium.input || echo none' _ "$CRONIUM_SH"
+  assert_eq "$status" 0
+  assert_eq "$stderr" ""
+  assert_eq "$output" $'rc=0\nfunction\nnone'
+  run --separate-stderr sh -c '. "$1"; echo "rc=$?"' _ "$CRONIUM_SH"
+  assert_eq "$output" "rc=0"
+  assert_eq "$stderr" ""
 }

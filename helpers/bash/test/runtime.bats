@@ -97,11 +97,11 @@ use_fresh_execution() {
   assert_eq "$output" "$(jq -c . <<<'{"name":"world","n":0,"flag":false,"list":[1,"two",null]}')"
 }
 
-@test "input: an execution without input prints nothing, status 0" {
+@test "input: an execution without input prints {}, status 0" {
   use_fresh_execution
   run --separate-stderr cronium_input
   assert_eq "$status" 0
-  assert_eq "$output" ""
+  assert_eq "$output" "{}"
   assert_eq "$stderr" ""
 }
 

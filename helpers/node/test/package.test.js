@@ -50,7 +50,8 @@ describe('npm pack', () => {
   });
 
   it('ships the entry points, the types and the README, not the tests', () => {
-    assert.deepEqual(files, ['README.md', 'index.d.ts', 'index.js', 'index.mjs', 'package.json']);
+    assert.deepEqual(files, ['README.md', 'global.js', 'index.d.ts', 'index.js', 'index.mjs', 'package.json',
+      'sync-worker.js', 'sync.d.ts', 'sync.js']);
   });
 
   it('installs and loads with require and import in another project', async () => {

@@ -66,9 +66,9 @@ describe('cronium-runtime in dev mode', () => {
     assert.deepEqual(await c.input(), INPUT);
   });
 
-  it('input() is null for an execution without input', async () => {
+  it('input() is {} for an execution without input', async () => {
     const c = await clientFor(freshId('noinput'), 'u-fresh');
-    assert.equal(await c.input(), null);
+    assert.deepEqual(await c.input(), {});
   });
 
   it('context() has the fields of the contract and the seeded values', async () => {
@@ -100,11 +100,11 @@ describe('cronium-runtime in dev mode', () => {
     assert.equal(await c.context('metadata.no.such.field'), null);
   });
 
-  it('event() returns the event object, or null when there is none', async () => {
+  it('event() returns the event object, or {} when there is none', async () => {
     const seeded = await clientFor(CONTEXT.executionId, CONTEXT.userId);
     assert.deepEqual(await seeded.event(), CONTEXT.event);
     const fresh = await clientFor(freshId('noevent'), 'u-fresh');
-    assert.equal(await fresh.event(), null);
+    assert.deepEqual(await fresh.event(), {});
     const ctx = await fresh.context();
     assert.equal(ctx.event, null);
     assert.equal(ctx.eventName, null);
@@ -344,7 +344,7 @@ describe('cronium-runtime in dev mode', () => {
     const second = await runNode(['--input-type=module', '-e', esm], { env });
     assert.equal(second.code, 0, second.stderr);
     const expected = (hits) => [
-      { a: [0, false, '', null] }, null, true, hits, { done: true }, true, null, true,
+      { a: [0, false, '', null] }, null, true, hits, { done: true }, true, {}, true,
       { tool: 't', action: 'a', params: { p: 1 } },
     ];
     assert.deepEqual(JSON.parse(first.stdout), expected(2));

@@ -66,6 +66,7 @@ __all__ = [
     "variable_exists",
     "delete_variable",
     "increment_variable",
+    "append_variable",
     "execute_tool_action",
     "send_email",
     "send_slack_message",
@@ -82,6 +83,7 @@ __all__ = [
     "async_variable_exists",
     "async_delete_variable",
     "async_increment_variable",
+    "async_append_variable",
     "async_execute_tool_action",
     "async_send_email",
     "async_send_slack_message",
@@ -94,6 +96,7 @@ __all__ = [
     "variableExists",
     "deleteVariable",
     "incrementVariable",
+    "appendVariable",
     "executeToolAction",
     "sendEmail",
     "sendSlackMessage",
@@ -149,10 +152,13 @@ def configure(
     return client
 
 
-def __getattr__(name: str) -> str:
-    # Module-level read-only "properties": cronium.execution_id / cronium.executionId.
+def __getattr__(name: str) -> Any:
+    # Module-level read-only "properties": cronium.execution_id / cronium.executionId, and
+    # `cronium`, the default client, for the original helper's `from cronium import cronium`.
     if name in ("execution_id", "executionId"):
         return get_client().execution_id
+    if name == "cronium":
+        return get_client()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -199,6 +205,7 @@ set_variable = _on_default(Cronium.set_variable)
 variable_exists = _on_default(Cronium.variable_exists)
 delete_variable = _on_default(Cronium.delete_variable)
 increment_variable = _on_default(Cronium.increment_variable)
+append_variable = _on_default(Cronium.append_variable)
 execute_tool_action = _on_default(Cronium.execute_tool_action)
 send_email = _on_default(Cronium.send_email)
 send_slack_message = _on_default(Cronium.send_slack_message)
@@ -216,6 +223,7 @@ async_set_variable = _on_default_async(Cronium.set_variable)
 async_variable_exists = _on_default_async(Cronium.variable_exists)
 async_delete_variable = _on_default_async(Cronium.delete_variable)
 async_increment_variable = _on_default_async(Cronium.increment_variable)
+async_append_variable = _on_default_async(Cronium.append_variable)
 async_execute_tool_action = _on_default_async(Cronium.execute_tool_action)
 async_send_email = _on_default_async(Cronium.send_email)
 async_send_slack_message = _on_default_async(Cronium.send_slack_message)
@@ -232,6 +240,7 @@ setVariable = set_variable
 variableExists = variable_exists
 deleteVariable = delete_variable
 incrementVariable = increment_variable
+appendVariable = append_variable
 executeToolAction = execute_tool_action
 sendEmail = send_email
 sendSlackMessage = send_slack_message

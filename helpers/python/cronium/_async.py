@@ -115,6 +115,7 @@ class AsyncCronium:
     variable_exists = in_thread(Cronium.variable_exists)
     delete_variable = in_thread(Cronium.delete_variable)
     increment_variable = in_thread(Cronium.increment_variable)
+    append_variable = in_thread(Cronium.append_variable)
     execute_tool_action = in_thread(Cronium.execute_tool_action)
     send_email = in_thread(Cronium.send_email)
     send_slack_message = in_thread(Cronium.send_slack_message)
@@ -128,6 +129,7 @@ class AsyncCronium:
     variableExists = variable_exists
     deleteVariable = delete_variable
     incrementVariable = increment_variable
+    appendVariable = append_variable
     executeToolAction = execute_tool_action
     sendEmail = send_email
     sendSlackMessage = send_slack_message

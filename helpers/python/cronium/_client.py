@@ -131,8 +131,9 @@ class Cronium:
     # -- input, output, context -------------------------------------------------
 
     def input(self) -> Any:
-        """The execution's input (``None`` when the job has none)."""
-        return self._transport.request("GET", self._execution_path("/input")).data
+        """The execution's input; ``{}`` when the job has none (as the public docs say)."""
+        data = self._transport.request("GET", self._execution_path("/input")).data
+        return {} if data is None else data
 
     def output(self, data: Any) -> None:
         """Set the execution's output to any JSON value."""
@@ -155,11 +156,16 @@ class Cronium:
             raise CroniumProtocolError("the execution context is not a JSON object")
         return reply.data
 
-    def event(self) -> Optional[Dict[str, Any]]:
-        """The event (job definition) that started this execution, or ``None``."""
+    def event(self) -> Dict[str, Any]:
+        """The event (job definition) that started this execution; ``{}`` when there is none.
+
+        A dict, so ``event.get("name")`` works either way.
+        """
         ctx = self.context()
         event = ctx.get("event")
-        if event is not None and not isinstance(event, dict):
+        if event is None:
+            return {}
+        if not isinstance(event, dict):
             raise CroniumProtocolError("the context's event is not a JSON object")
         return event
 
@@ -245,6 +251,25 @@ class Cronium:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CroniumProtocolError("the increment reply does not hold a number")
         return value
+
+    def append_variable(self, key: str, text: str, separator: str = "") -> Any:
+        """Atomically append ``text`` to a string variable, ``separator`` between.
+
+        A missing variable starts empty.  Returns the new value.  A value that is not a
+        string raises :class:`CroniumAPIError` with status 409 and code ``conflict``.
+        Not repeated after a timeout, since the service may already have applied it.
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, not {type(text).__name__}")
+        if not isinstance(separator, str):
+            raise TypeError(f"separator must be a str, not {type(separator).__name__}")
+        data = self._transport.request(
+            "POST",
+            self._variable_path(key, "/append"),
+            {"value": text, "separator": separator},
+            idempotent=False,
+        ).data
+        return data.get("value") if isinstance(data, dict) else None
 
     # -- tool actions -----------------------------------------------------------
 
@@ -334,6 +359,7 @@ class Cronium:
     variableExists = variable_exists
     deleteVariable = delete_variable
     incrementVariable = increment_variable
+    appendVariable = append_variable
     executeToolAction = execute_tool_action
     sendEmail = send_email
     sendSlackMessage = send_slack_message

@@ -92,8 +92,8 @@ def test_context_and_event(seeded: cronium.Cronium) -> None:
 def test_fresh_execution_has_nothing_yet(runtime: Runtime) -> None:
     exec_id, user = unique("py-fresh-exec"), unique("py-fresh-user")
     client = client_for(runtime, exec_id, user)
-    assert client.input() is None
-    assert client.event() is None
+    assert client.input() == {}
+    assert client.event() == {}
     assert client.get_condition() is None
     assert client.get_output() is None
     ctx = client.context()
