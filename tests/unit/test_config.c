@@ -753,6 +753,9 @@ static void test_redact_urls(void **state)
         {"\"redis://:pw@h:99999\" is not a valid URL", "\"redis://:***@h:99999\" is not a valid URL"},
         {"redis://:pw@", "redis://:***@"},
         {"no url here", "no url here"},
+        {"password=pw", "password=***"},
+        {"=password=pw&a=b", "=password=***&a=b"},
+        {"a=b&password=", "a=b&password="},
         {"://@", "://***@"},
         {"", ""},
     };
