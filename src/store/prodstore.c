@@ -399,8 +399,9 @@ static int cache_del(prodstore *ps, const crt_buf *key, crt_cache_cb cb, void *u
 }
 
 /* Maps a final backend answer that is not a success. Could not reach it
- * (transport errors, timeouts, 429/502/503/504 after the retries): 503
- * backend_unavailable, worth retrying. Anything else it answered (a 3xx, a
+ * (transport errors, timeouts, 429/502/503/504 after the retries), or it
+ * refused the runtime's credentials (401/403): 503 backend_unavailable,
+ * worth retrying. Anything else it answered (a 3xx, a
  * 4xx the operation does not expect, a 500, an answer over the size cap) is
  * definite and wrong: 502 backend_error. The backend's text is logged, never
  * passed on. */
@@ -418,11 +419,15 @@ static void op_backend_failed(op *o, const crt_backend_resp *r, const char *what
         op_unavailable(o, "the Cronium backend is unavailable", r->retry_after_s);
         return;
     }
-    if (r->status == 401 || r->status == 403)
+    if (r->status == 401 || r->status == 403) {
+        /* The runtime's own credentials: an operator fixes them, the
+         * request itself was fine, so it is worth retrying later. */
         CRT_LOGF(CRT_LOG_ERROR, "backend refused the runtime's credentials (check BACKEND_TOKEN)",
                  CRT_LS("operation", what), CRT_LI("status", r->status));
-    else
-        CRT_LOGF(CRT_LOG_WARN, "backend answered with an unexpected status", CRT_LS("operation", what),
+        op_unavailable(o, "the Cronium backend refused the request", 5);
+        return;
+    }
+    CRT_LOGF(CRT_LOG_WARN, "backend answered with an unexpected status", CRT_LS("operation", what),
                  CRT_LI("status", r->status), CRT_LI("body_bytes", (long long)r->len));
     char msg[160];
     snprintf(msg, sizeof msg, "the Cronium backend answered %s with an unexpected HTTP %ld", what, r->status);
@@ -837,7 +842,10 @@ static void line_key(op *o, crt_buf *b)
 
 /* Ends an increment: releases the lock, answers, and starts the next one
  * queued in this process on the same key. */
-static void incr_done(op *o, int err, const char *msg, unsigned ra)
+/* Stands for "the backend's answer was not what it should be" (a 502). */
+static const crt_backend_resp bad_body = {.status = 200};
+
+static void incr_end(op *o, int err, const char *msg, unsigned ra, const crt_backend_resp *backend_fail)
 {
     prodstore *ps = o->ps;
     if (o->locked && ps->cache) {
@@ -854,7 +862,11 @@ static void incr_done(op *o, int err, const char *msg, unsigned ra)
     }
     incr_line *l = o->line;
     o->line = NULL;
-    if (err)
+    if (backend_fail == &bad_body)
+        op_backend_error(o, msg);
+    else if (backend_fail)
+        op_backend_failed(o, backend_fail, msg);
+    else if (err)
         op_answer(o, err, NULL, 0, msg, 0, ra);
     else
         op_answer(o, 0, o->result.data, o->result.len, NULL, 0, 0);
@@ -862,6 +874,14 @@ static void incr_done(op *o, int err, const char *msg, unsigned ra)
         l->running = NULL;
         line_advance(ps, l);
     }
+}
+
+static void incr_done(op *o, int err, const char *msg, unsigned ra) { incr_end(o, err, msg, ra, NULL); }
+
+/* Ends an increment with the mapping of a failed backend answer (what names it). */
+static void incr_backend_failed(op *o, const crt_backend_resp *r, const char *what)
+{
+    incr_end(o, 0, what, 0, r);
 }
 
 static void queued_unlink(prodstore *ps, op *o)
@@ -927,7 +947,7 @@ static void on_incr_put(void *ud, const crt_backend_resp *r)
 {
     op *o = ud;
     if (r->err || r->status / 100 != 2) {
-        incr_done(o, CRT_EUNAVAIL, "the Cronium backend did not accept the new value", r->retry_after_s ? r->retry_after_s : 2);
+        incr_backend_failed(o, r, "the incremented value");
         return;
     }
     (*gen_slot(o->ps, o->user_id, o->key.data, o->key.len))++;
@@ -945,10 +965,10 @@ static void on_incr_read(void *ud, const crt_backend_resp *r)
     if (!r->err && r->status == 404) {
         crt_buf_putc(&o->result, '0');
     } else if (r->err || r->status != 200) {
-        incr_done(o, CRT_EUNAVAIL, "the Cronium backend is unavailable", r->retry_after_s ? r->retry_after_s : 2);
+        incr_backend_failed(o, r, "the variable read");
         return;
     } else if (parse_var_reply(o, r)) {
-        incr_done(o, CRT_EUNAVAIL, "the Cronium backend sent an invalid variable", 5);
+        incr_backend_failed(o, &bad_body, "the Cronium backend sent an invalid variable");
         return;
     }
     crt_buf sum;
