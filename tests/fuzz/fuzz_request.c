@@ -506,31 +506,31 @@ static void check_responses(const char *p, size_t n, const req_scan *s)
     while (pos < n) {
         if (closed &&
             bad("after-close", "bytes after a response that said Connection: close"))
-                return;
+            return;
         const char *line = p + pos;
         const char *eol = memmem(line, n - pos, "\r\n", 2);
         if (!eol &&
             bad("status-line", "status line not terminated by CRLF at offset %zu", pos))
-                return;
+            return;
         size_t ll = (size_t)(eol - line);
         /* "HTTP/1.1 NNN Reason" */
         if ((ll < 13 || memcmp(line, "HTTP/1.1 ", 9) != 0 || line[12] != ' ') &&
             bad("status-line", "malformed status line at offset %zu", pos))
-                return;
+            return;
         int status = 0;
         for (int i = 9; i < 12; i++) {
             if ((line[i] < '0' || line[i] > '9') &&
                 bad("status-line", "malformed status code at offset %zu", pos))
-                    return;
+                return;
             status = status * 10 + (line[i] - '0');
         }
         if ((status < 100 || status > 599) &&
             bad("status-line", "status %d out of range", status))
-                return;
+            return;
         for (size_t i = 13; i < ll; i++)
             if ((unsigned char)line[i] < 0x20 && line[i] != '\t' &&
                 bad("status-line", "control character in the reason phrase"))
-                    return;
+                return;
         pos += ll + 2;
 
         bool have_cl = false, conn_close = false, have_rid = false, json = false;
@@ -540,7 +540,7 @@ static void check_responses(const char *p, size_t n, const req_scan *s)
             const char *he = memmem(h, n - pos, "\r\n", 2);
             if (!he &&
                 bad("header", "response head not terminated (status %d)", status))
-                    return;
+                return;
             size_t hl = (size_t)(he - h);
             pos += hl + 2;
             if (hl == 0)
@@ -548,11 +548,11 @@ static void check_responses(const char *p, size_t n, const req_scan *s)
             const char *colon = memchr(h, ':', hl);
             if ((!colon || colon == h) &&
                 bad("header", "malformed header line in a %d response", status))
-                    return;
+                return;
             for (const char *q = h; q < colon; q++)
                 if (!is_tchar((unsigned char)*q) &&
                     bad("header", "bad character in a header name of a %d response", status))
-                        return;
+                    return;
             const char *v = colon + 1;
             size_t vl = hl - (size_t)(v - h);
             while (vl && (*v == ' ' || *v == '\t'))
@@ -560,19 +560,19 @@ static void check_responses(const char *p, size_t n, const req_scan *s)
             for (size_t i = 0; i < vl; i++)
                 if ((((unsigned char)v[i] < 0x20 && v[i] != '\t') || v[i] == 0x7f) &&
                     bad("header", "control character in a header value of a %d response", status))
-                        return;
+                    return;
             size_t nl = (size_t)(colon - h);
             if (name_is(h, nl, "Content-Length")) {
                 if (have_cl &&
                     bad("header", "two Content-Length headers in a %d response", status))
-                        return;
+                    return;
                 if ((!vl || vl > 12) &&
                     bad("header", "bad Content-Length in a %d response", status))
-                        return;
+                    return;
                 for (size_t i = 0; i < vl; i++) {
                     if ((v[i] < '0' || v[i] > '9') &&
                         bad("header", "bad Content-Length in a %d response", status))
-                            return;
+                        return;
                     cl = cl * 10 + (size_t)(v[i] - '0');
                 }
                 have_cl = true;
@@ -591,24 +591,24 @@ static void check_responses(const char *p, size_t n, const req_scan *s)
         if (status == 100) {
             if (have_cl &&
                 bad("interim", "100 Continue with a Content-Length"))
-                    return;
+                return;
             continue;                   /* interim: the final answer follows */
         }
         if (status < 200 &&
             bad("interim", "unexpected interim status %d", status))
-                return;
+            return;
         if (status == 500 &&
             bad("500", "500 answer (a bug by API.md section 3)"))
-                return;
+            return;
         if (!have_rid &&
             bad("request-id", "%d response without X-Request-Id", status))
-                return;
+            return;
         if (status == 204 && have_cl &&
             bad("204-length", "204 response with a Content-Length (RFC 9110 section 8.6)"))
-                return;
+            return;
         if (!have_cl && status != 204 && status != 304 &&
             bad("length", "%d response without Content-Length", status))
-                return;
+            return;
 
         const req_info *ri = idx < s->n && idx < MAX_REQS ? &s->reqs[idx] : NULL;
         bool head = ri && ri->method_known && ri->method == HTTP_HEAD;
@@ -630,7 +630,7 @@ static void check_responses(const char *p, size_t n, const req_scan *s)
         }
         if (left < body &&
             bad("length", "%d response: Content-Length %zu but only %zu bytes followed", status, cl, left))
-                return;
+            return;
         if (body && status >= 400 && !check_error_envelope(status, p + pos, body))
             return;
         if (body && status < 400 && json && !check_json(status, p + pos, body))
@@ -825,8 +825,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                   LOOP_BUDGET_MS);
     else if (c.error == UV_ECONNRESET)
         (void)bad("reset", "connection reset by the server (%s): an answer may have been lost", c.error_where);
-    else
-    if (c.error)
+    else if (c.error)
         fail("client %s: %s", c.error_where, uv_strerror(c.error));
     check_responses(c.got.data ? c.got.data : "", c.got.len, &scan);
 
