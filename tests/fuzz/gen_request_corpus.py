@@ -108,6 +108,8 @@ SEEDS = {
     "request_id": req("GET", "/health", auth=False, headers="X-Request-Id: abc-123\r\n"),
     "bearer_case": req("GET", f"{E}/input", auth=False, headers="authorization: bearer @TOKEN@  \r\n"),
     "obs_fold": req("GET", "/health", auth=False, headers="X-A: one\r\n two\r\n"),
+    "obs_fold_head": req("HEAD", "/health", auth=False, headers="X-A: one\r\n two\r\n"),
+    "space_before_colon": req("GET", "/health", auth=False, headers="X-A : one\r\n"),
 }
 
 
