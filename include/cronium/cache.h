@@ -1,14 +1,14 @@
-/* Valkey (Redis protocol) client: one hiredis async connection on the loop,
- * shared (so pipelined) by every request. Adds what hiredis 0.14 lacks: a
- * connect timeout, a per-command timeout (a timer over the oldest pending
- * command), asynchronous name resolution (one lookup at a time), reconnection
- * with backoff, and a check of every byte the server sends before hiredis
- * parses it: a reply nobody asked for, a reply larger than max_reply or bytes
- * that are not RESP are a protocol error, which drops the connection (pending
- * commands complete with CRT_EUNAVAIL) and reconnects. The connection is
- * ready only once the server answered PING. While it is not ready, commands
- * fail at once so callers go straight to the backend. Handlers never see
- * hiredis types. */
+/* Valkey (Redis protocol) client: one hiredis async connection (on hiredis'
+ * libuv adapter) shared, so pipelined, by every request. Adds what hiredis
+ * 0.14 lacks: a connect timeout, a per-command timeout (a timer over the
+ * oldest pending command), asynchronous name resolution (one lookup at a
+ * time), reconnection with backoff, and bounds on what hiredis' parser
+ * accepts: a reply nobody asked for, a reply larger than max_reply (buffered
+ * or built) or bytes that are not RESP are a protocol error, which drops the
+ * connection (pending commands complete with CRT_EUNAVAIL) and reconnects.
+ * The connection is ready only once the server answered PING. While it is
+ * not ready, commands fail at once so callers go straight to the backend.
+ * Handlers never see hiredis types. */
 #ifndef CRONIUM_CACHE_H
 #define CRONIUM_CACHE_H
 

@@ -91,6 +91,8 @@ def test_bad_reply_drops_connection_and_bypasses(make_stack, fake, mode):
             time.sleep(0.15 if mode == "push" else 0)
         assert st.svc.alive(), f"the service died in mode {mode}:\n{st.svc.stderr()[-3000:]}"
     assert st.metrics().value("cronium_runtime_valkey_errors_total") > 0
+    if mode != "close_mid":     # dropped as a protocol error, not by luck (a timeout, an EOF)
+        assert "protocol error" in st.svc.stderr(), f"mode {mode}:\n{st.svc.stderr()[-3000:]}"
     _recovers(st, fake, eid, "k", "v5", c)
     assert fake.connections > conns0, f"mode {mode}: the connection was never dropped and reopened"
     assert st.metrics().value("cronium_runtime_valkey_connects_total") > connects0

@@ -1,4 +1,4 @@
-/* Loop-driven tests of src/cache/cache.c: the Valkey client against an
+/* Loop-driven tests of src/cache/ (cache.c, cache_conn.c): the Valkey client against an
  * in-process fake RESP server (a uv_tcp listener on 127.0.0.1:0 in the same
  * private loop) and a fake resolver. Each case counts its callbacks and ends
  * with every handle closed and uv_loop_close() == 0. */
@@ -19,7 +19,7 @@
 
 /* ---- the fake server ---------------------------------------------------------------------------- */
 
-typedef enum { M_OK, M_ERROR, M_UNSOLICITED, M_HUGE, M_SILENT } srv_mode;
+typedef enum { M_OK, M_ERROR, M_UNSOLICITED, M_HUGE, M_BIG, M_WRONG_LENGTH, M_SILENT } srv_mode;
 
 typedef struct server server;
 
@@ -125,6 +125,18 @@ static void srv_answer(srv_client *k, const char *name)
         s->mode = M_OK;         /* the reconnection finds a good server */
         break;
     case M_SILENT:
+        break;
+    case M_BIG: {
+        /* A whole 2000-byte bulk in one write: built at once, over a 1024 cap. */
+        static char big[2048];
+        int n = snprintf(big, sizeof big, "$2000\r\n");
+        memset(big + n, 'x', 2000);
+        memcpy(big + n + 2000, "\r\n", 2);
+        srv_send(k, big, (size_t)n + 2002);
+        break;
+    }
+    case M_WRONG_LENGTH:
+        srv_send(k, "$3\r\n\"abcdefgh\"\r\n", 16);    /* more data than declared */
         break;
     case M_HUGE: {
         char head[32];
@@ -364,8 +376,9 @@ static void test_unsolicited_reply_drops_connection(void **state)
     fx_cache(&f, "127.0.0.1", 0, NULL, 1000);
     fx_run(&f);
     assert_int_equal(f.replies, 1);
-    assert_int_equal(f.unavail, 1);     /* the pending command completed as unavailable */
-    assert_int_equal(f.ready_calls, 2); /* reconnected */
+    assert_int_equal(f.unavail, 0);     /* the first answer was the SET's own */
+    assert_int_equal(f.errors, 0);
+    assert_int_equal(f.ready_calls, 2); /* the second dropped the connection: reconnected */
     assert_int_equal(f.srv.conns, 2);
     assert_int_equal(f.srv.eofs, 1);    /* the client hung up on the bad server */
     assert_true(crt_cache_ready(f.c));
@@ -397,6 +410,53 @@ static void test_reply_over_cap_drops_connection(void **state)
     fx_run(&f);
     assert_int_equal(f.replies, 1);
     assert_int_equal(f.unavail, 1);     /* never served, no wait for the rest */
+    fx_fini(&f);
+}
+
+/* A complete reply over the cap, read at once (built, not buffered). */
+static void test_built_reply_over_cap_drops_connection(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, M_BIG);
+    f.on_ready = huge_ready;
+    fx_cache(&f, "127.0.0.1", 1024, NULL, 2000);
+    fx_run(&f);
+    assert_int_equal(f.replies, 1);
+    assert_int_equal(f.unavail, 1);
+    fx_fini(&f);
+}
+
+/* ---- a bulk longer than its length is not served truncated ------------------------------------------- */
+
+static void wrong_on_reply(void *ud, const crt_cache_reply *r)
+{
+    fx *f = ud;
+    count_reply(f, r);
+    assert_false(r->err == 0 && r->type == CRT_CACHE_STR);     /* never the first 3 bytes */
+    f->srv.mode = M_OK;     /* the reconnection finds a good server */
+}
+
+static void wrong_ready(fx *f)
+{
+    if (f->ready_calls == 1)
+        assert_int_equal(send_cmd(f, wrong_on_reply, "GET", "k", NULL), 0);
+    else
+        uv_stop(&f->loop);
+}
+
+static void test_wrong_length_drops_connection(void **state)
+{
+    (void)state;
+    fx f;
+    fx_init(&f, M_WRONG_LENGTH);
+    f.on_ready = wrong_ready;
+    fx_cache(&f, "127.0.0.1", 0, NULL, 1000);
+    fx_run(&f);
+    assert_int_equal(f.replies, 1);
+    assert_int_equal(f.unavail, 1);
+    assert_int_equal(f.ready_calls, 2);     /* dropped and reconnected */
+    assert_int_equal(f.srv.eofs, 1);
     fx_fini(&f);
 }
 
@@ -594,6 +654,8 @@ int main(void)
         cmocka_unit_test(test_error_replies_are_errors),
         cmocka_unit_test(test_unsolicited_reply_drops_connection),
         cmocka_unit_test(test_reply_over_cap_drops_connection),
+        cmocka_unit_test(test_built_reply_over_cap_drops_connection),
+        cmocka_unit_test(test_wrong_length_drops_connection),
         cmocka_unit_test(test_slow_resolution_one_lookup),
         cmocka_unit_test(test_free_during_slow_resolution),
         cmocka_unit_test(test_free_from_callback),
