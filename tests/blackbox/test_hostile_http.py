@@ -236,8 +236,11 @@ def test_sigterm_does_not_reset_connections_in_the_backlog(services):
             r = c.read_response()
             assert r.status in (200, 503), (i, r)
             assert r.header("X-Request-Id") == f"backlog-{i}", r
-            assert r.header("Connection") == "close", r
+            if r.status == 503:
+                assert r.header("Connection") == "close", r
             assert_full_body(r)
+            # a request answered during shutdown ends its connection
+            assert r.header("Connection") == "close" or c.wait_closed(3) is not None, r
     finally:
         for c in conns:
             c.close()
