@@ -367,8 +367,10 @@ def test_live_responses_validate(spec, start_service, fake_backend, tmp_path):
     b("HEAD", f"{yb}/variables/k", 429, token=tb)
     b("GET", f"{yb}/input", 401, token="bad.token.here", code="invalid_token")
     b("GET", f"{yb}/input", 401, code="missing_token")
-    _, h = b("GET", f"{yb}/input", 429, token=mint("other-exec"), code="rate_limited")
-    assert "x-ratelimit-limit" not in h, "the per-address auth limit answers before authentication"
+    _, h = b("GET", f"{yb}/input", 429, token="bad.token.again", code="rate_limited")
+    assert "x-ratelimit-limit" not in h, "the per-address auth limit refuses failures only"
+    # A token that verifies is never refused by the failure limit (here: another execution's).
+    b("GET", f"{yb}/input", 403, token=mint("other-exec"), code="execution_mismatch")
     _, h = b("OPTIONS", f"{yb}/variables/k", 204, headers={"Origin": "https://app.example",
                                                             "Access-Control-Request-Method": "PUT"})
     assert h["access-control-allow-origin"] == "https://app.example"
