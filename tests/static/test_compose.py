@@ -13,7 +13,9 @@ import urllib.request
 import jsonschema
 import yaml
 
-from .conftest import REPO, config_env_names, free_port
+from lib.proc import free_port
+
+from .conftest import REPO, config_env_names
 
 COMPOSE = REPO / "containers" / "compose.yaml"
 COMPOSE_DIR = COMPOSE.parent
@@ -124,6 +126,33 @@ def test_the_services_point_at_each_other():
         assert services[name].get("healthcheck", {}).get("test"), f"{name} needs a health check"
 
 
+def healthcheck_problems(services):
+    """Why each service's health check would fail under podman-compose or
+    docker-compose v1 over podman: those split every exec argument on its
+    blanks, so `python3 -c "import x; ..."` becomes a broken command."""
+    problems = []
+    for name, svc in services.items():
+        test = svc.get("healthcheck", {}).get("test")
+        if test is None:
+            continue
+        if not isinstance(test, list) or test[0] != "CMD":
+            problems.append(f"{name}: use the exec form [\"CMD\", ...], not {test!r}")
+            continue
+        for arg in interpolate(test[1:]):
+            if re.search(r"\s", str(arg)):
+                problems.append(f"{name}: health check argument {arg!r} contains a blank")
+    return problems
+
+
+def test_no_healthcheck_argument_contains_a_blank():
+    assert not healthcheck_problems(load_compose()["services"])
+    # The check sees the form that broke under podman-compose.
+    broken = {"backend": {"healthcheck": {"test": [
+        "CMD", "python3", "-c", "import urllib.request; urllib.request.urlopen('http://x')"]}}}
+    assert healthcheck_problems(broken)
+    assert healthcheck_problems({"b": {"healthcheck": {"test": "curl -f http://x"}}})
+
+
 def test_runtime_service_settings_are_settings_the_service_knows():
     env = environment(load_compose()["services"]["runtime-api"])
     known = config_env_names()
@@ -142,7 +171,7 @@ def test_runtime_service_is_locked_down():
 
 
 def test_seed_file_is_accepted_by_the_fake():
-    from fakes.backend import FakeBackend
+    from lib.backend import FakeBackend
     _, mounts = _backend_args(load_compose()["services"])
     seed = json.loads(mounts["/app/seed.json"].read_text())
     fb = FakeBackend(token="t")
@@ -195,6 +224,16 @@ def test_the_stack_in_miniature_serves_the_seeded_execution(tmp_path, start_serv
         status, ready = _get(svc.base_url + "/ready")
         assert (status, ready["checks"]) == (200, {"valkey": "down", "backend": "up"})
         assert ready["status"] == "degraded"
+        # The backend's health check, as compose runs it (its mounted script, the
+        # port swapped): healthy now, unhealthy where nothing listens.
+        check = [str(a) for a in services["backend"]["healthcheck"]["test"][1:]]
+        assert check[0] == "python3" and check[-1] == "8080", check
+        mounted = {v.split(":")[1]: (COMPOSE_DIR / v.split(":")[0]).resolve()
+                   for v in services["backend"]["volumes"]}
+        argv = [sys.executable] + [str(mounted.get(a, a)) for a in check[1:-1]]
+        assert subprocess.run(argv + [str(port)], timeout=15).returncode == 0
+        r = subprocess.run(argv + [str(free_port())], timeout=15, capture_output=True, text=True)
+        assert r.returncode == 1 and "not healthy" in r.stderr, r
     finally:
         proc.terminate()
         try:
