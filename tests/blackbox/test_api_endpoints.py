@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from ._http import assert_error, assert_ok
-from ._jwt import claims, make_token
-from .conftest import new_id
+from lib import new_id
+from lib.http import assert_error, assert_ok
+from lib.jwt import claims, make_token
 
 CTX = {
     "executionId": "ctx-exec-1",

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from ._http import assert_error, assert_ok
-from ._jwt import b64u, claims, decode_unverified, make_token, segment, sign
-from .conftest import new_id
+from lib import new_id
+from lib.http import assert_error, assert_ok
+from lib.jwt import b64u, claims, decode_unverified, make_token, segment, sign
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from ._jwt import b64u_decode, sign
-from .conftest import free_port, run_cli
+from lib.jwt import b64u_decode, sign
+from lib.proc import free_port, run_cli
 
 
 @pytest.mark.parametrize("env,names,value", [

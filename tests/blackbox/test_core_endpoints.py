@@ -5,9 +5,10 @@ from datetime import datetime
 
 import pytest
 
-from ._http import assert_error
+from lib.http import assert_error
+from lib.proc import run_cli
+
 from ._metrics import gauge, open_connections_metric, parse_metrics, scrape
-from .conftest import run_cli
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
 

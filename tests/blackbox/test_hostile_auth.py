@@ -10,9 +10,11 @@ import time
 
 import pytest
 
-from ._http import Api, RawConn, assert_error, assert_ok
+from lib import new_id
+from lib.http import Client, RawConn, assert_error, assert_ok
+from lib.proc import BIN, clean_env, free_port, require_binary, run_cli
+
 from ._metrics import parse_metrics
-from .conftest import BIN, clean_env, free_port, new_id, require_binary, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +80,7 @@ def test_failure_limit_spares_valid_tokens(services):
     eid = new_id()
     good = s.token(eid)
     bad = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
-    api = Api(s.port)
+    api = Client(s.port)
     statuses = [api.get(f"/executions/{eid}/input", token=bad).status for _ in range(70)]
     assert statuses.count(401) >= 55 and statuses[-1] == 429, statuses
     for _ in range(5):

@@ -13,8 +13,9 @@ import time
 
 import pytest
 
-from ._http import RawConn, build_request
-from .conftest import BIN, SANITIZER_MARKERS, clean_env, free_port, new_id, require_binary, run_cli
+from lib import new_id
+from lib.http import RawConn, build_request
+from lib.proc import BIN, SANITIZER_MARKERS, clean_env, free_port, require_binary, run_cli
 
 MAX_BODY = 2_000_000
 

@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from ._http import RawConn, assert_error
+from lib.http import RawConn, assert_error
+
 from ._metrics import gauge, open_connections_metric, scrape
 
 READ_TIMEOUT = 1.0

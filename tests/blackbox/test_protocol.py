@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from ._http import RawConn, assert_error, build_request, chunked
-from .conftest import new_id
+from lib import new_id
+from lib.http import RawConn, assert_error, build_request, chunked
 
 MAX_BODY = 1024
 

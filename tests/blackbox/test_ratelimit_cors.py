@@ -1,9 +1,9 @@
 """Rate limits (per execution and per client for auth failures) and CORS (API.md §3, §4, §8)."""
 import pytest
 
-from ._http import assert_error, assert_ok
-from ._jwt import claims, make_token
-from .conftest import new_id
+from lib import new_id
+from lib.http import assert_error, assert_ok
+from lib.jwt import claims, make_token
 
 PER_MIN = 6      # 0.1 token/s: no refill to speak of during a test
 BURST = 5

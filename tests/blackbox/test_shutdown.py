@@ -3,8 +3,8 @@ import signal
 import socket
 import time
 
-from ._http import RawConn, chunked
-from .conftest import free_port
+from lib.http import RawConn, chunked
+from lib.proc import free_port
 
 
 def connect_refused_or_closed(port):

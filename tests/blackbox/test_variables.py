@@ -7,8 +7,8 @@ from decimal import Decimal
 
 import pytest
 
-from ._http import Api, assert_error, assert_ok
-from .conftest import new_id
+from lib import new_id
+from lib.http import Client, assert_error, assert_ok
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +241,7 @@ def test_200_concurrent_increments_from_20_clients(svc):
 
     def worker(i):
         e = execs[i % len(execs)]
-        api = Api(svc.port, tokens[e], timeout=10)
+        api = Client(svc.port, tokens[e], timeout=10)
         try:
             barrier.wait()
             for _ in range(10):
@@ -278,7 +278,7 @@ def test_concurrent_puts_leave_one_whole_value(svc):
     errors = []
 
     def writer(v):
-        api = Api(svc.port, tok)
+        api = Client(svc.port, tok)
         try:
             for _ in range(5):
                 r = api.put(f"/executions/{eid}/variables/race", {"value": v})

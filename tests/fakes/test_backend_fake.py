@@ -17,13 +17,8 @@ import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fakes.backend import (  # noqa: E402
-    FakeBackend,
-    js_number_text,
-    pg_array_literal,
-    stored_text_of,
-)
+from fakes.backend import js_number_text, pg_array_literal, stored_text_of
+from lib.backend import FakeBackend, start_fake, stop_fake
 
 TOKEN = "t0ken"
 AUTH = {"Authorization": "Bearer " + TOKEN}
@@ -33,15 +28,14 @@ ISO_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
 @pytest.fixture
 def fb():
-    fake = FakeBackend(token=TOKEN)
-    fake.start()
+    fake = start_fake(token=TOKEN)
     fake.seed_execution({"executionId": "exec-1", "jobId": "job-9", "userId": "user-7",
                          "metadata": {"input": {"n": 1}}, "event": {"id": "5", "name": "E", "type": "BASH"}})
     try:
         yield fake
     finally:
-        fake.stop()
-    assert fake.errors == []
+        problems = stop_fake(fake)
+    assert problems == []
 
 
 def call(fake, method, path, body=None, headers=None, auth=True, timeout=5):

@@ -3,12 +3,14 @@
 `stack`       one stack shared by a test module (executions are unique per test);
               faults injected into its fake are cleared after every test.
 `make_stack`  a factory for a fresh stack per test (fault tests that kill things).
-Teardown fails the test if the service died by itself, did not stop on SIGTERM,
-printed a sanitizer report, or the fake recorded an internal error.
+Teardown fails the test if the service died by itself, did not stop on SIGTERM
+with exit 0, printed a sanitizer report, or the fake recorded an internal error.
 """
 import pytest
 
-from ._support import ACTIVE, Stack
+from lib.proc import close_all
+
+from ._support import Stack
 
 
 @pytest.fixture(scope="module")
@@ -42,20 +44,7 @@ def make_stack(tmp_path):
         return st
 
     yield make
-    problems = []
-    for st in made:
-        problems += st.close()
+    problems = close_all(made)
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)
 
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    if rep.failed:
-        for st in list(ACTIVE):
-            for svc in [st.svc] + st.more:
-                if svc is not None:
-                    rep.sections.append((f"service {svc.name} (port {svc.port}) stderr tail",
-                                         svc.stderr()[-4000:]))

@@ -4,7 +4,7 @@ import json
 import re
 import time
 
-from ._support import assert_error, assert_ok
+from lib.http import assert_error, assert_ok
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from ._support import assert_error, assert_ok
+from lib.http import assert_error, assert_ok
 
 # The stacks here run with WRITE_TIMEOUT=4s (so the backend deadline is below
 # it), BACKEND_TIMEOUT=1s, BACKEND_RETRY_DELAY=50ms, BACKEND_MAX_RETRIES=3.

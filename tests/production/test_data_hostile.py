@@ -13,9 +13,10 @@ import time
 
 import pytest
 
-from ._support import HOST, REASONS, Client, assert_error, assert_ok, run_threads
+from lib.http import Client, assert_error, assert_ok
+from lib.proc import HOST
 
-REASONS.setdefault(502, "Bad Gateway")   # the new backend_error status
+from ._support import run_threads
 
 VARS = "/api/internal/variables/*"
 

@@ -7,7 +7,8 @@ import urllib.parse
 
 import pytest
 
-from ._support import Client, assert_error, assert_ok, new_id
+from lib import new_id
+from lib.http import Client, assert_error, assert_ok
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 

@@ -5,7 +5,7 @@ import json
 import threading
 import time
 
-from ._support import FakeBackend
+from lib.backend import FakeBackend
 
 
 def _req(fb, method, path, body=None):

@@ -4,7 +4,9 @@ the cache never ends up behind the backend after a write."""
 import threading
 import time
 
-from ._support import Client, assert_error, assert_ok, run_threads
+from lib.http import Client, assert_error, assert_ok
+
+from ._support import run_threads
 
 
 def _vpath(eid, key):

@@ -4,7 +4,7 @@ import json
 import threading
 import time
 
-from ._support import Client, assert_ok
+from lib.http import Client, assert_ok
 
 SHUTDOWN_TIMEOUT = 3.0
 ENV = {"SHUTDOWN_TIMEOUT": "3s", "WRITE_TIMEOUT": "5s", "BACKEND_TIMEOUT": "2s"}

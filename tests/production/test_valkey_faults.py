@@ -4,7 +4,7 @@ import random
 import threading
 import time
 
-from ._support import Client, assert_ok
+from lib.http import Client, assert_ok
 
 ENV = {"VALKEY_TIMEOUT": "300ms"}
 

@@ -11,7 +11,7 @@ import pytest
 
 from fakes.resp_server import RespServer
 
-from ._support import Client, assert_ok
+from lib.http import Client, assert_ok
 
 ENV = {"VALKEY_TIMEOUT": "300ms"}
 

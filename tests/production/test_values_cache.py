@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from ._support import assert_ok, canon
+from lib.http import assert_ok, canon
 
 CACHE_TTL_MS = 3600 * 1000   # the stack runs with CACHE_TTL=1h
 LOCK_TTL_MS = 5000           # and LOCK_TTL=5s

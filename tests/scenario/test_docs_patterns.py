@@ -162,7 +162,7 @@ def rt(tmp_path_factory: pytest.TempPathFactory) -> Any:
     try:
         yield Rt(runtime)
     finally:
-        runtime.stop()
+        runtime.close()
 
 
 @pytest.fixture(scope="module")

@@ -29,10 +29,8 @@ import json
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -40,9 +38,10 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import pytest
 
+from lib.proc import REPO, Service  # tests/lib, on sys.path through tests/conftest.py
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-BIN = Path(os.environ.get("CRONIUM_RUNTIME_BIN") or REPO / "build" / "cronium-runtime")
+
 CONTEXT_FILE = HERE / "context.json"
 
 BASH_HELPER = REPO / "helpers" / "bash" / "cronium.sh"
@@ -50,7 +49,6 @@ PYTHON_HELPER = REPO / "helpers" / "python"
 NODE_HELPER = REPO / "helpers" / "node"
 
 LANGS = ("bash", "python", "node")
-START_TIMEOUT = 15.0  # seconds for the runtime to answer /health
 SCRIPT_TIMEOUT = 60.0  # seconds for one scenario script
 
 # The expected canonical output. Every value comes from what the scenario chose:
@@ -81,12 +79,6 @@ EXPECTED_OPS = [line.split(" ", 1)[0][len("op="):] for line in EXPECTED_LINES]
 # -- the runtime --------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def http(method: str, url: str, token: Optional[str] = None, timeout: float = 5.0) -> Tuple[int, Any]:
     """One plain HTTP request to the runtime: (status, parsed JSON body or None)."""
     req = urllib.request.Request(url, method=method)
@@ -100,96 +92,22 @@ def http(method: str, url: str, token: Optional[str] = None, timeout: float = 5.
     return status, (json.loads(raw) if raw.strip() else None)
 
 
-class Runtime:
-    """cronium-runtime --dev on a free 127.0.0.1 port, seeded with one context."""
+class Runtime(Service):
+    """cronium-runtime --dev on a free 127.0.0.1 port, seeded with one context, in the
+    environment a job's container gives it (only PATH and the sanitizer options)."""
 
     def __init__(self, workdir: Path, context: Dict[str, Any]) -> None:
-        self.workdir = workdir
-        self.context = context
-        self.secret = secrets.token_hex(32)
-        self.proc: Optional[subprocess.Popen] = None
-        self.url = ""
-        self.log_path = workdir / "runtime.log"
+        ctx_path = workdir / "dev-context.json"
+        ctx_path.write_text(json.dumps(context, ensure_ascii=False), encoding="utf-8")
+        super().__init__(workdir, {"JWT_SECRET": secrets.token_hex(32)},
+                         args=["--dev", "--dev-context", str(ctx_path)], name="runtime", inherit=False)
 
-    def _env(self, port: int) -> Dict[str, str]:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "JWT_SECRET": self.secret,
-            # Dev mode also writes its export block into $TMPDIR: keep it in our directory.
-            "TMPDIR": str(self.workdir),
-        }
-        for name in ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS"):
-            if name in os.environ:
-                env[name] = os.environ[name]
-        return env
-
-    def start(self) -> None:
-        assert BIN.is_file() and os.access(BIN, os.X_OK), (
-            f"cronium-runtime binary not found at {BIN}: build it (meson compile -C build) "
-            "or set CRONIUM_RUNTIME_BIN"
-        )
-        ctx_path = self.workdir / "dev-context.json"
-        ctx_path.write_text(json.dumps(self.context, ensure_ascii=False), encoding="utf-8")
-        last_problem = ""
-        for _ in range(3):  # a free port can be taken between the probe and the bind
-            port = free_port()
-            with open(self.log_path, "ab") as log:
-                self.proc = subprocess.Popen(
-                    [str(BIN), "--dev", "--dev-context", str(ctx_path)],
-                    env=self._env(port),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                )
-            self.url = f"http://127.0.0.1:{port}"
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    last_problem = f"exited with status {self.proc.returncode}"
-                    break
-                try:
-                    if http("GET", self.url + "/health", timeout=1.0)[0] == 200:
-                        return
-                except OSError:
-                    pass
-                time.sleep(0.05)
-            else:
-                last_problem = f"no healthy answer within {START_TIMEOUT} s"
-            self.stop()
-        raise AssertionError(f"cronium-runtime did not start: {last_problem}\n{self.logs()}")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+    @property
+    def url(self) -> str:
+        return self.base_url
 
     def logs(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return ""
-
-    def token(self, execution_id: str, user_id: str) -> str:
-        out = subprocess.run(
-            [str(BIN), "token", "--execution-id", execution_id, "--user-id", user_id],
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "JWT_SECRET": self.secret},
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        assert out.returncode == 0, f"token minting failed: {out.stderr}"
-        token = out.stdout.strip()
-        assert token.count(".") == 2, f"not a JWT: {out.stdout!r}"
-        return token
+        return self.stderr() + self.stdout()
 
 
 # -- the scenario runs ---------------------------------------------------------------
@@ -283,9 +201,8 @@ def run_scenario(lang: str, workdir: Path, base_context: Dict[str, Any]) -> Run:
         ):
             run.state[name] = http("GET", base + path, token)
     finally:
-        proc = runtime.proc
-        runtime.stop()
-        run.runtime_exit = None if proc is None else proc.returncode
+        runtime.close()  # the checks below look at its exit code and log themselves
+        run.runtime_exit = None if runtime.proc is None else runtime.returncode
         run.runtime_logs = runtime.logs()
     return run
 

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from . import _dockerfile as df
-from .conftest import REPO, require_binary
+from lib.proc import require_binary
+
+from .conftest import REPO
 
 CONTAINERS = REPO / "containers"
 DOCKERFILES = sorted(CONTAINERS.glob("*/Dockerfile"))
@@ -281,7 +283,7 @@ def test_runtime_image_ships_every_library_the_binary_links():
 
 
 def test_runtime_config_yaml_is_accepted_by_the_binary():
-    from .conftest import run_cli
+    from lib.proc import run_cli
     cfg = str(CONTAINERS / "runtime-api" / "config.yaml")
     r = run_cli(["--config", cfg, "--print-config"], env={"BACKEND_URL": None, "JWT_SECRET": None})
     assert r.returncode == 0, r.stderr

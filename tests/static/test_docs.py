@@ -10,7 +10,9 @@ import urllib.request
 import pytest
 import yaml
 
-from .conftest import REPO, run_cli, settings_table, snake_upper
+from lib.proc import run_cli
+
+from .conftest import REPO, settings_table, snake_upper
 
 DOCS = REPO / "docs"
 
@@ -139,7 +141,7 @@ def live_families(start_service, fake_backend):
     traffic, so that every metric family is registered."""
     fb = fake_backend(token="bt")
     fb.seed_execution({"executionId": "m-1", "userId": "u"})
-    from .conftest import free_port
+    from lib.proc import free_port
     svc = start_service(env={"BACKEND_URL": fb.url, "BACKEND_TOKEN": "bt", "JWT_SECRET": "m" * 32,
                              "VALKEY_URL": f"redis://127.0.0.1:{free_port()}"})
     token = svc.token("m-1", "u")

@@ -3,7 +3,9 @@ service, against nothing, and against something that answers but is not healthy.
 import socket
 import threading
 
-from .conftest import REPO, free_port, run_cli
+from lib.proc import free_port, run_cli
+
+from .conftest import REPO
 
 
 def test_healthy_service_exits_0(start_service):

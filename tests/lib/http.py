@@ -1,17 +1,21 @@
-"""Small HTTP/1.1 client pieces for the black-box tests.
+"""HTTP/1.1 client pieces for every suite that talks to the service.
 
-Two ways to talk to the service:
+Two ways to talk to it:
 - ``RawConn``: a plain TCP socket with a response reader, for protocol tests
   (pipelining, partial heads, chunked uploads, timeouts).
-- ``Api``: http.client with keep-alive, for the runtime API tests.
+- ``Client``: http.client with keep-alive and an optional bearer token, for the
+  API tests (one per thread).
 
-Both return ``Response`` objects so the assertions look the same.
+Both return ``Response`` objects, and ``assert_error`` / ``assert_ok`` check the
+API.md §3 envelope on either.
 """
 import http.client
 import json
 import select
 import socket
 import time
+
+from . import Closing
 
 HOST = "127.0.0.1"
 DEFAULT_TIMEOUT = 5.0
@@ -20,13 +24,14 @@ DEFAULT_TIMEOUT = 5.0
 class Response:
     """One HTTP response: status, reason, version, headers, body bytes."""
 
-    def __init__(self, version, status, reason, headers, body, interim=None):
+    def __init__(self, version, status, reason, headers, body, interim=None, elapsed=None):
         self.version = version
         self.status = status
         self.reason = reason
         self.headers = headers  # list of (name, value) in wire order
         self.body = body
         self.interim = interim or []  # 1xx responses seen before this one
+        self.elapsed = elapsed  # seconds from sending to the whole body (Client only)
 
     def header(self, name):
         name = name.lower()
@@ -50,14 +55,15 @@ class Response:
 
     def __repr__(self):
         hdrs = "".join(f"\n  {k}: {v}" for k, v in self.headers)
-        return f"<{self.version} {self.status} {self.reason}{hdrs}\n  body={self.body[:600]!r}>"
+        took = f" ({self.elapsed:.3f}s)" if self.elapsed is not None else ""
+        return f"<{self.version} {self.status} {self.reason}{hdrs}\n  body={self.body[:800]!r}{took}>"
 
 
 class ConnectionClosed(Exception):
     """The peer closed the connection before a full response arrived."""
 
 
-class RawConn:
+class RawConn(Closing):
     """A TCP connection to the service with a buffered HTTP response reader."""
 
     def __init__(self, port, timeout=DEFAULT_TIMEOUT, host=HOST):
@@ -202,12 +208,6 @@ class RawConn:
         except OSError:
             pass
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
 
 def build_request(method, path, body=None, headers=None, version="HTTP/1.1"):
     """Serialise a request. Host is added unless given; Content-Length for a body
@@ -234,8 +234,10 @@ def chunked(pieces):
     return out + b"0\r\n\r\n"
 
 
-class Api:
-    """http.client wrapper with keep-alive and optional bearer token."""
+class Client:
+    """http.client with keep-alive and an optional bearer token, for one thread.
+
+    ``post``/``put`` send a str or bytes body as is and anything else as JSON."""
 
     def __init__(self, port, token=None, timeout=DEFAULT_TIMEOUT):
         self.port = port
@@ -243,12 +245,7 @@ class Api:
         self.timeout = timeout
         self.conn = None
 
-    def _connection(self):
-        if self.conn is None:
-            self.conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout)
-        return self.conn
-
-    def request(self, method, path, body=None, headers=None, token=None, json_body=None):
+    def request(self, method, path, body=None, headers=None, token=None, json_body=None, timeout=None):
         hdrs = dict(headers or {})
         tok = token if token is not None else self.token
         if tok is not None and "Authorization" not in hdrs:
@@ -258,11 +255,13 @@ class Api:
             hdrs.setdefault("Content-Type", "application/json")
         if isinstance(body, str):
             body = body.encode("utf-8")
+        start = time.monotonic()
         for attempt in (0, 1):
-            conn = self._connection()
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection(HOST, self.port, timeout=timeout or self.timeout)
             try:
-                conn.request(method, path, body=body, headers=hdrs)
-                r = conn.getresponse()
+                self.conn.request(method, path, body=body, headers=hdrs)
+                r = self.conn.getresponse()
                 data = r.read()
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -271,7 +270,8 @@ class Api:
                 self.close()
                 if attempt:
                     raise
-        resp = Response(f"HTTP/{r.version / 10:.1f}", r.status, r.reason, r.getheaders(), data)
+        resp = Response(f"HTTP/{r.version / 10:.1f}", r.status, r.reason, r.getheaders(), data,
+                        elapsed=time.monotonic() - start)
         if r.will_close:
             self.close()
         return resp
@@ -303,6 +303,12 @@ class Api:
             self.conn = None
 
 
+def get_status(port, path, timeout=2.0):
+    """Status of one GET on a fresh connection that asks to be closed."""
+    with RawConn(port, timeout=timeout) as c:
+        return c.request("GET", path, headers={"Connection": "close"}).status
+
+
 REASONS = {
     400: {"Bad Request"},
     401: {"Unauthorized"},
@@ -314,13 +320,21 @@ REASONS = {
     429: {"Too Many Requests"},
     431: {"Request Header Fields Too Large"},
     500: {"Internal Server Error"},
+    501: {"Not Implemented"},
+    502: {"Bad Gateway"},
     503: {"Service Unavailable"},
 }
 
 
+def canon(v):
+    """Type-exact JSON text of a value (0, false and 0.0 stay apart)."""
+    return json.dumps(v, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def assert_error(resp, status, code=None):
-    """Assert the API.md §3 error envelope, exactly, and return the parsed body."""
-    assert resp.status == status, f"expected {status}, got {resp!r}"
+    """Assert the API.md §3 error envelope, exactly, and return the parsed body.
+    429 and 503 also carry a Retry-After of at least one second."""
+    assert resp.status == status, f"expected {status} {code or ''}, got {resp!r}"
     ct = resp.header("Content-Type") or ""
     assert ct.split(";")[0].strip() == "application/json", f"Content-Type {ct!r} in {resp!r}"
     body = resp.json()
@@ -333,15 +347,19 @@ def assert_error(resp, status, code=None):
     if code is not None:
         assert body["code"] == code, f"expected code {code!r}, got {body!r}"
     assert resp.header("X-Request-Id"), f"no X-Request-Id on {resp!r}"
+    if status in (429, 503):
+        ra = resp.header("Retry-After")
+        assert ra is not None and ra.isdigit() and int(ra) >= 1, f"Retry-After missing or bad on {resp!r}"
     return body
 
 
 def assert_ok(resp, expected_body, status=200):
-    """Assert a success answer whose JSON body equals expected_body exactly."""
+    """Assert a success answer whose JSON body is exactly expected_body, types
+    included (1, 1.0 and true are three different answers)."""
     assert resp.status == status, f"expected {status}, got {resp!r}"
     ct = resp.header("Content-Type") or ""
     assert ct.split(";")[0].strip() == "application/json", f"Content-Type {ct!r} in {resp!r}"
     body = resp.json()
-    assert body == expected_body, f"body {body!r} != expected {expected_body!r}"
+    assert canon(body) == canon(expected_body), f"body {body!r} != expected {expected_body!r}"
     assert resp.header("X-Request-Id"), f"no X-Request-Id on {resp!r}"
     return body

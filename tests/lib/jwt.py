@@ -1,4 +1,5 @@
-"""Hand-made JWTs (stdlib only) for the token tests."""
+"""Hand-made JWTs (stdlib only): tokens as the orchestrator mints them, and
+malformed or mis-signed ones for the token tests."""
 import base64
 import hashlib
 import hmac
@@ -50,3 +51,8 @@ def claims(execution_id, user_id="u-test", ttl=3600, **extra):
 def decode_unverified(token):
     h, p, _ = token.split(".")
     return json.loads(b64u_decode(h)), json.loads(b64u_decode(p))
+
+
+def mint_token(secret, execution_id, user_id=None, ttl=3600, **extra):
+    """An HS256 token as the orchestrator mints it (jobId "job-1" unless given)."""
+    return make_token(claims(execution_id, user_id=user_id, ttl=ttl, **{"jobId": "job-1", **extra}), secret)
