@@ -13,12 +13,14 @@
 
 typedef struct crt_store crt_store;
 
-/* Which execution an operation is for, as the verified token describes it. */
+/* The verified token's claims about its execution. Only the dev store reads
+ * them: it creates an execution it has not seen, owned by user_id. The
+ * production store ignores them (the backend's context names the owner and
+ * the ids). Any may be NULL or "". */
 typedef struct crt_store_exec {
-    const char *execution_id;
-    const char *token_user_id;      /* dev store only: owner of a fresh execution */
-    const char *token_job_id;
-    const char *token_event_id;
+    const char *user_id;
+    const char *job_id;
+    const char *event_id;
 } crt_store_exec;
 
 typedef struct crt_store_result {
@@ -43,26 +45,45 @@ typedef void (*crt_store_cb)(void *ud, const crt_store_result *res);
 typedef enum {
     CRT_ST_GET_CONTEXT,     /* json: the §5 context object */
     CRT_ST_GET_INPUT,       /* json: metadata.input; ENOTFOUND (variable kind) if none */
-    CRT_ST_GET_OUTPUT,      /* ENOTFOUND if never set */
-    CRT_ST_SET_OUTPUT,      /* value: JSON */
+    CRT_ST_GET_OUTPUT,      /* json: the output; ENOTFOUND if never set */
+    CRT_ST_SET_OUTPUT,      /* output.value */
     CRT_ST_GET_CONDITION,   /* json: true, false or null */
-    CRT_ST_SET_CONDITION,   /* value: "true" or "false" */
-    CRT_ST_GET_VAR,
-    CRT_ST_PUT_VAR,         /* value: JSON */
-    CRT_ST_DEL_VAR,
-    CRT_ST_INCR_VAR,        /* value: a JSON number; json: the new number */
-    CRT_ST_TOOL_ACTION,     /* key: tool, key2: action, value: params object; json: result object */
+    CRT_ST_SET_CONDITION,   /* condition.value */
+    CRT_ST_GET_VAR,         /* var.key; json: the value */
+    CRT_ST_PUT_VAR,         /* var.key, var.value */
+    CRT_ST_DEL_VAR,         /* var.key */
+    CRT_ST_INCR_VAR,        /* incr.key, incr.by; json: the new number */
+    CRT_ST_TOOL_ACTION,     /* tool.name, tool.action, tool.params; json: the result object */
 } crt_store_op;
 
+/* One operation. The member of the union named for the op holds its
+ * arguments (none for the GET_CONTEXT/INPUT/OUTPUT/CONDITION reads); JSON is
+ * compact and valid, keys are decoded (API.md §3 rule already checked). */
 typedef struct crt_store_req {
     crt_store_op op;
-    const crt_store_exec *exec;
-    const char *key;                /* variable key (decoded), or tool */
-    size_t key_len;
-    const char *key2;               /* action */
-    size_t key2_len;
-    const char *value;              /* compact JSON */
-    size_t value_len;
+    const char *execution_id;       /* the token's, checked against the path */
+    const crt_store_exec *claims;   /* the dev store only (see crt_store_exec); may be NULL */
+    union {
+        struct {
+            crt_span key;
+            crt_span value;         /* PUT_VAR: JSON */
+        } var;
+        struct {
+            crt_span key;
+            crt_span by;            /* a JSON number */
+        } incr;
+        struct {
+            crt_span name;          /* the tool */
+            crt_span action;
+            crt_span params;        /* a JSON object */
+        } tool;
+        struct {
+            crt_span value;         /* JSON */
+        } output;
+        struct {
+            crt_span value;         /* "true" or "false" */
+        } condition;
+    };
     const char *request_id;
     /* Asked with the callback's ud before work that has not started yet
      * (a queued increment, a backend write): true when the client has gone

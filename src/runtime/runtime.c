@@ -45,7 +45,7 @@ typedef struct api_call {
     const endpoint *ep;
     call_state state;
     crt_claims *claims;
-    crt_store_exec exec;
+    crt_store_exec exec;        /* the token's claims, for the dev store */
     crt_buf value;              /* compact JSON from the body */
     crt_buf key2;               /* tool: action; tool name in key3 */
     crt_buf key3;
@@ -524,22 +524,40 @@ static void on_api(crt_req *r, void *ctx)
         return;
     }
 
-    c->exec = (crt_store_exec){eid, claims->user_id, claims->job_id, claims->event_id};
+    c->exec = (crt_store_exec){claims->user_id, claims->job_id, claims->event_id};
     crt_store_req sr = {
         .op = ep->op,
-        .exec = &c->exec,
-        .value = c->value.data,
-        .value_len = c->value.len,
+        .execution_id = eid,
+        .claims = &c->exec,
         .request_id = r->request_id,
     };
-    if (ep->kind == EP_TOOL) {
-        sr.key = c->key3.data;
-        sr.key_len = c->key3.len;
-        sr.key2 = c->key2.data;
-        sr.key2_len = c->key2.len;
-    } else if (r->nparams > 1) {
-        sr.key = r->params[1].p;
-        sr.key_len = r->params[1].len;
+    crt_span value = {c->value.data, c->value.len};
+    switch (ep->kind) {
+    case EP_VAR_GET:
+    case EP_VAR_DEL:
+        sr.var.key = r->params[1];
+        break;
+    case EP_VAR_PUT:
+        sr.var.key = r->params[1];
+        sr.var.value = value;
+        break;
+    case EP_VAR_INCR:
+        sr.incr.key = r->params[1];
+        sr.incr.by = value;
+        break;
+    case EP_TOOL:
+        sr.tool.name = (crt_span){c->key3.data, c->key3.len};
+        sr.tool.action = (crt_span){c->key2.data, c->key2.len};
+        sr.tool.params = value;
+        break;
+    case EP_OUTPUT_SET:
+        sr.output.value = value;
+        break;
+    case EP_COND_SET:
+        sr.condition.value = value;
+        break;
+    default:
+        break;
     }
     sr.gone = call_gone;
     c->state = CALL_STORE;

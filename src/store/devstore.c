@@ -65,37 +65,40 @@ static dev_exec *exec_new(const char *json, size_t len, const crt_context_defaul
     return e;
 }
 
-static dev_exec *exec_get(devstore *ds, const crt_store_exec *x)
+/* The execution id's entry; one never seen is created from the token's
+ * claims (the only store that reads them). */
+static dev_exec *exec_get(devstore *ds, const char *id, const crt_store_exec *claims)
 {
-    size_t n = strlen(x->execution_id);
-    void **slot = crt_map_slot(ds->execs, x->execution_id, n, false);
+    static const crt_store_exec none;
+    const crt_store_exec *x = claims ? claims : &none;
+    size_t n = strlen(id);
+    void **slot = crt_map_slot(ds->execs, id, n, false);
     if (slot)
         return *slot;
     if (crt_map_size(ds->execs) >= DEV_MAX_EXECUTIONS)
         return NULL;
-    crt_context_defaults d = {x->execution_id, x->token_job_id && *x->token_job_id ? x->token_job_id : NULL,
-                              x->token_event_id,
-                              x->token_user_id && *x->token_user_id ? x->token_user_id : "dev-user"};
+    crt_context_defaults d = {id, x->job_id && *x->job_id ? x->job_id : NULL, x->event_id,
+                              x->user_id && *x->user_id ? x->user_id : "dev-user"};
     dev_exec *e = exec_new("{}", 2, &d);
     if (!e)
         return NULL;
-    slot = crt_map_slot(ds->execs, x->execution_id, n, true);
+    slot = crt_map_slot(ds->execs, id, n, true);
     if (!slot) {
         exec_free(e);
         return NULL;
     }
     *slot = e;
-    CRT_LOGF(CRT_LOG_DEBUG, "dev store: new execution", CRT_LS("execution_id", x->execution_id),
+    CRT_LOGF(CRT_LOG_DEBUG, "dev store: new execution", CRT_LS("execution_id", id),
              CRT_LS("user_id", e->ctx.user_id));
     return e;
 }
 
-static void var_key(devstore *ds, const dev_exec *e, const crt_store_req *r)
+static void var_key(devstore *ds, const dev_exec *e, crt_span key)
 {
     crt_buf_reset(&ds->scratch);
     crt_buf_puts(&ds->scratch, e->ctx.user_id);
     crt_buf_putc(&ds->scratch, '\0');
-    crt_buf_append(&ds->scratch, r->key, r->key_len);
+    crt_buf_append(&ds->scratch, key.p, key.len);
 }
 
 static void answer(crt_store_cb cb, void *ud, int err, const char *json, size_t len, const char *msg)
@@ -113,7 +116,7 @@ static int set_buf(crt_buf *b, const char *v, size_t n)
 static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, void *ud)
 {
     devstore *ds = (devstore *)s;
-    dev_exec *e = exec_get(ds, r->exec);
+    dev_exec *e = exec_get(ds, r->execution_id, r->claims);
     if (!e) {
         answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "dev store is full");
         return;
@@ -135,17 +138,17 @@ static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, vo
             answer(cb, ud, CRT_ENOTFOUND, NULL, 0, "no output set");
         return;
     case CRT_ST_SET_OUTPUT:
-        answer(cb, ud, set_buf(&e->output, r->value, r->value_len) ? CRT_EUNAVAIL : 0, NULL, 0, "out of memory");
+        answer(cb, ud, set_buf(&e->output, r->output.value.p, r->output.value.len) ? CRT_EUNAVAIL : 0, NULL, 0, "out of memory");
         return;
     case CRT_ST_GET_CONDITION:
         answer(cb, ud, 0, e->condition, strlen(e->condition), NULL);
         return;
     case CRT_ST_SET_CONDITION:
-        snprintf(e->condition, sizeof e->condition, "%.*s", (int)r->value_len, r->value);
+        snprintf(e->condition, sizeof e->condition, "%.*s", (int)r->condition.value.len, r->condition.value.p);
         answer(cb, ud, 0, NULL, 0, NULL);
         return;
     case CRT_ST_GET_VAR: {
-        var_key(ds, e, r);
+        var_key(ds, e, r->var.key);
         crt_buf *v = crt_map_get(ds->vars, ds->scratch.data, ds->scratch.len);
         if (v)
             answer(cb, ud, 0, v->data, v->len, NULL);
@@ -154,7 +157,7 @@ static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, vo
         return;
     }
     case CRT_ST_PUT_VAR: {
-        var_key(ds, e, r);
+        var_key(ds, e, r->var.key);
         if (!crt_map_get(ds->vars, ds->scratch.data, ds->scratch.len) &&
             crt_map_size(ds->vars) >= DEV_MAX_VARIABLES) {
             answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "dev store is full");
@@ -163,7 +166,7 @@ static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, vo
         void **slot = crt_map_slot(ds->vars, ds->scratch.data, ds->scratch.len, true);
         if (slot && !*slot)
             *slot = calloc(1, sizeof(crt_buf));
-        if (!slot || !*slot || set_buf(*slot, r->value, r->value_len)) {
+        if (!slot || !*slot || set_buf(*slot, r->var.value.p, r->var.value.len)) {
             answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "out of memory");
             return;
         }
@@ -171,14 +174,14 @@ static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, vo
         return;
     }
     case CRT_ST_DEL_VAR: {
-        var_key(ds, e, r);
+        var_key(ds, e, r->var.key);
         crt_buf *v = crt_map_del(ds->vars, ds->scratch.data, ds->scratch.len);
         var_free(v);
         answer(cb, ud, v ? 0 : CRT_ENOTFOUND, NULL, 0, v ? NULL : "variable not found");
         return;
     }
     case CRT_ST_INCR_VAR: {
-        var_key(ds, e, r);
+        var_key(ds, e, r->incr.key);
         void **slot = crt_map_slot(ds->vars, ds->scratch.data, ds->scratch.len, true);
         if (!slot) {
             answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "out of memory");
@@ -189,7 +192,7 @@ static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, vo
         crt_buf_init(&sum);
         const char *cur = v ? v->data : "0";
         size_t curlen = v ? v->len : 1;
-        if (crt_json_number_add(cur, curlen, r->value, r->value_len, &sum)) {
+        if (crt_json_number_add(cur, curlen, r->incr.by.p, r->incr.by.len, &sum)) {
             crt_buf_fini(&sum);
             if (!v)
                 crt_map_del(ds->vars, ds->scratch.data, ds->scratch.len);
@@ -213,15 +216,15 @@ static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, vo
         crt_buf res;
         crt_buf_init(&res);
         crt_buf_puts(&res, "{\"success\":true,\"data\":{\"tool\":");
-        crt_buf_json_str(&res, r->key, r->key_len);
+        crt_buf_json_str(&res, r->tool.name.p, r->tool.name.len);
         crt_buf_puts(&res, ",\"action\":");
-        crt_buf_json_str(&res, r->key2, r->key2_len);
+        crt_buf_json_str(&res, r->tool.action.p, r->tool.action.len);
         crt_buf_puts(&res, ",\"params\":");
-        crt_buf_append(&res, r->value, r->value_len);
+        crt_buf_append(&res, r->tool.params.p, r->tool.params.len);
         crt_buf_puts(&res, "},\"metadata\":{\"dev\":true}}");
         CRT_LOGF(CRT_LOG_INFO, "dev mode: tool action not sent anywhere, echoed",
-                 CRT_LS("execution_id", r->exec->execution_id), CRT_LSN("tool", r->key, r->key_len),
-                 CRT_LSN("action", r->key2, r->key2_len));
+                 CRT_LS("execution_id", r->execution_id), CRT_LSN("tool", r->tool.name.p, r->tool.name.len),
+                 CRT_LSN("action", r->tool.action.p, r->tool.action.len));
         answer(cb, ud, 0, res.data, res.len, NULL);
         crt_buf_fini(&res);
         return;

@@ -74,8 +74,6 @@ static void on_exec_post(void *ud, const crt_backend_resp *r)
     crt_ps_cache_then_answer(o, out ? K_OUTPUT : K_CONDITION, &o->work, o->value.data, o->value.len);
 }
 
-/* ---- tool actions ----------------------------------------------------------------------------------------- */
-
 void crt_ps_exec_get(op *o)
 {
     crt_store_key_exec(&o->work, o->exec_id, o->kind == CRT_ST_GET_OUTPUT ? "output" : "condition");
@@ -138,7 +136,7 @@ void crt_ps_tool(op *o)
     crt_buf_puts(&body, ",\"tool\":");
     crt_buf_json_str(&body, o->key.data, o->key.len);
     crt_buf_puts(&body, ",\"action\":");
-    crt_buf_json_str(&body, o->key2.data, o->key2.len);
+    crt_buf_json_str(&body, o->action.data, o->action.len);
     crt_buf_puts(&body, ",\"params\":");
     crt_buf_append(&body, o->value.data, o->value.len);
     crt_buf_putc(&body, '}');

@@ -11,7 +11,7 @@ static void op_finish(op *o, const crt_store_result *r)
     o->ps->nops--;
     o->cb(o->ud, r);
     crt_buf_fini(&o->key);
-    crt_buf_fini(&o->key2);
+    crt_buf_fini(&o->action);
     crt_buf_fini(&o->value);
     crt_buf_fini(&o->work);
     crt_buf_fini(&o->result);

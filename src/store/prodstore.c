@@ -103,13 +103,39 @@ static void prod_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, v
     o->kind = r->op;
     o->cb = cb;
     o->ud = ud;
-    o->exec_id = strdup(r->exec->execution_id);
-    if (r->key)
-        crt_buf_append(&o->key, r->key, r->key_len);
-    if (r->key2)
-        crt_buf_append(&o->key2, r->key2, r->key2_len);
-    if (r->value)
-        crt_buf_append(&o->value, r->value, r->value_len);
+    o->exec_id = strdup(r->execution_id);
+    crt_span key = {NULL, 0}, action = {NULL, 0}, value = {NULL, 0};
+    switch (r->op) {
+    case CRT_ST_GET_VAR:
+    case CRT_ST_PUT_VAR:
+    case CRT_ST_DEL_VAR:
+        key = r->var.key;
+        value = r->op == CRT_ST_PUT_VAR ? r->var.value : value;
+        break;
+    case CRT_ST_INCR_VAR:
+        key = r->incr.key;
+        value = r->incr.by;
+        break;
+    case CRT_ST_TOOL_ACTION:
+        key = r->tool.name;
+        action = r->tool.action;
+        value = r->tool.params;
+        break;
+    case CRT_ST_SET_OUTPUT:
+        value = r->output.value;
+        break;
+    case CRT_ST_SET_CONDITION:
+        value = r->condition.value;
+        break;
+    default:
+        break;
+    }
+    if (key.p)
+        crt_buf_append(&o->key, key.p, key.len);
+    if (action.p)
+        crt_buf_append(&o->action, action.p, action.len);
+    if (value.p)
+        crt_buf_append(&o->value, value.p, value.len);
     crt_buf_cstr(&o->key);
     if (!o->exec_id) {
         crt_ps_unavailable(o, "out of memory", 1);

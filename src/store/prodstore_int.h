@@ -47,9 +47,9 @@ struct op {
     void *ud;
     char *exec_id;
     char *user_id;              /* from the context */
-    crt_buf key;                /* variable key or tool */
-    crt_buf key2;               /* action */
-    crt_buf value;              /* request value (compact JSON) */
+    crt_buf key;                /* variable key, or the tool's name */
+    crt_buf action;             /* tool action */
+    crt_buf value;              /* compact JSON: the value put or set, the increment, the tool's params */
     crt_buf work;               /* scratch: keys, bodies, results */
     crt_buf result;
     char lock_token[33];
