@@ -275,7 +275,7 @@ int crt_app_start(crt_app *app)
 void crt_app_fini(crt_app *app)
 {
     crt_runtime_free(app->runtime);
-    crt_server_free(app->server);
+    crt_server_close(app->server, NULL, NULL);   /* the loop has run dry: frees now */
     crt_router_free(app->router);
     crt_metrics_free(app->metrics);
     crt_buf_fini(&app->cors_origins);

@@ -152,7 +152,16 @@ int crt_server_listen(crt_server *s);
 /* Stops accepting, closes idle connections, lets busy ones finish their
  * request; when the last is gone (or after deadline_ms), calls cb. */
 void crt_server_shutdown(crt_server *s, uint64_t deadline_ms, void (*cb)(crt_server *s));
-/* Frees the server; all connections must be closed (after shutdown's cb). */
+/* Frees the server once its handles are closed and its connections freed,
+ * then calls cb(arg) (cb may be NULL). Call it after crt_server_shutdown —
+ * from its callback too, where connections and the deadline timer may still
+ * be closing — or when listen was never called or failed; a server still
+ * listening is shut down with no grace. May free and call cb before it
+ * returns. */
+void crt_server_close(crt_server *s, void (*cb)(void *arg), void *arg);
+/* Frees at once: only when nothing is left open (the loop has run every
+ * close callback after shutdown's cb). Kept for callers that run the loop
+ * dry first; crt_server_close is the general form. */
 void crt_server_free(crt_server *s);
 size_t crt_server_open_connections(const crt_server *s);
 /* The port the listener is bound to (useful with port 0); 0 before listen. */

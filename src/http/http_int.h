@@ -110,6 +110,9 @@ struct crt_server {
     size_t nalive;                  /* connections not yet freed */
     int open_handles;
     void (*shutdown_cb)(crt_server *);
+    bool closing;                   /* crt_server_close: free when quiescent */
+    void (*close_cb)(void *);
+    void *close_arg;
     crt_server_pre_fn pre;
     crt_server_done_fn done;
     void *hook_ctx;

@@ -279,10 +279,23 @@ static void server_done(crt_server *s)
     }
 }
 
+static void server_release(crt_server *s)
+{
+    void (*cb)(void *) = s->close_cb;
+    void *arg = s->close_arg;
+    crt_server_free(s);
+    if (cb)
+        cb(arg);
+}
+
+/* Every path that closes a handle or frees a connection ends here; nothing
+ * touches s after this returns. */
 static void server_maybe_done(crt_server *s)
 {
     if (s->shutting_down && s->shutdown_cb && s->nalive == 0 && !s->listener_open)
         server_done(s);
+    else if (s->closing && s->nalive == 0 && s->open_handles == 0)
+        server_release(s);
 }
 
 static void server_on_deadline(uv_timer_t *t)
@@ -319,6 +332,18 @@ void crt_server_shutdown(crt_server *s, uint64_t deadline_ms, void (*cb)(crt_ser
     /* Then take what waits in the backlog (served once, see crt_conn_start). */
     server_drain_backlog(s);
     server_close_listener(s);
+    server_maybe_done(s);
+}
+
+void crt_server_close(crt_server *s, void (*cb)(void *arg), void *arg)
+{
+    if (!s || s->closing)
+        return;
+    s->close_cb = cb;
+    s->close_arg = arg;
+    if (!s->shutting_down && (s->open_handles || s->nalive))
+        crt_server_shutdown(s, 0, NULL);
+    s->closing = true;
     server_maybe_done(s);
 }
 

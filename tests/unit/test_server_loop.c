@@ -38,6 +38,7 @@ typedef struct fixture {
     int done_count;
     int last_status;
     bool server_down;
+    bool server_freed;              /* crt_server_close's callback ran */
     bool timed_out;
     client cl;
 } fixture;
@@ -104,6 +105,44 @@ static void h_shutdown(crt_req *req, void *ctx)
     (void)ctx;
     crt_server_shutdown(F->srv, 1000, on_server_down);
     crt_req_respond(req, 200, "text/plain", "bye", 3);
+}
+
+/* Shutdown with a 1 ms deadline while the request waits: the shutdown
+ * callback closes the server, which may free only once the detached request
+ * has been answered and its connection freed. */
+static void on_server_freed(void *arg)
+{
+    fixture *f = arg;
+    f->server_freed = true;
+    f->srv = NULL;
+}
+
+static void on_down_close(crt_server *s)
+{
+    F->server_down = true;
+    crt_server_close(s, on_server_freed, F);
+    assert_false(F->server_freed);      /* the deadline timer is still closing */
+}
+
+static void on_late_answer(uv_timer_t *t)
+{
+    fixture *f = t->data;
+    crt_req *req = f->pending;
+    f->pending = NULL;
+    f->pending_was_detached = crt_req_detached(req);
+    assert_false(f->server_freed);      /* the request holds its connection */
+    crt_req_respond(req, 200, "text/plain", "late", 4);
+    uv_close((uv_handle_t *)&f->later, NULL);
+}
+
+static void h_deadline(crt_req *req, void *ctx)
+{
+    (void)ctx;
+    F->pending = req;
+    uv_timer_init(&F->loop, &F->later);
+    F->later.data = F;
+    uv_timer_start(&F->later, on_late_answer, 100, 0);
+    crt_server_shutdown(F->srv, 1, on_down_close);
 }
 
 /* ---- client side --------------------------------------------------------------- */
@@ -202,7 +241,8 @@ static void on_guard(uv_timer_t *t)
     fixture *f = t->data;
     f->timed_out = true;
     client_close(&f->cl);
-    crt_server_shutdown(f->srv, 1, on_server_down);
+    if (f->srv)
+        crt_server_shutdown(f->srv, 1, on_server_down);
 }
 
 static int setup(void **state)
@@ -216,6 +256,7 @@ static int setup(void **state)
     crt_router_add(f->router, "GET", "/timer", h_timer, f);
     crt_router_add(f->router, "GET", "/slow", h_slow, f);
     crt_router_add(f->router, "GET", "/shutdown", h_shutdown, f);
+    crt_router_add(f->router, "GET", "/deadline", h_deadline, f);
     crt_server_opts o = {.host = "127.0.0.1", .port = 0, .read_timeout_ms = 5000, .write_timeout_ms = 5000,
                          .idle_timeout_ms = 5000, .max_body_bytes = 1 << 20, .max_connections = 100};
     f->srv = crt_server_new(&f->loop, &o, f->router);
@@ -236,8 +277,10 @@ static int teardown(void **state)
     fixture *f = *state;
     uv_close((uv_handle_t *)&f->guard, NULL);
     uv_run(&f->loop, UV_RUN_DEFAULT);
-    assert_int_equal(crt_server_open_connections(f->srv), 0);
-    crt_server_free(f->srv);
+    if (f->srv) {
+        assert_int_equal(crt_server_open_connections(f->srv), 0);
+        crt_server_free(f->srv);
+    }
     crt_router_free(f->router);
     assert_int_equal(uv_loop_close(&f->loop), 0);
     free(f);
@@ -306,6 +349,17 @@ static void test_shutdown_without_connections(void **state)
     assert_int_equal(f->done_count, 0);
 }
 
+static void test_close_from_shutdown_callback(void **state)
+{
+    fixture *f = *state;
+    client_start(f, "/deadline", false);
+    run(f);
+    assert_true(f->pending_was_detached);
+    assert_true(f->server_freed);
+    assert_int_equal(f->done_count, 1);
+    assert_int_equal(f->last_status, 200);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -314,6 +368,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_client_gone_while_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_from_handler, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_without_connections, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_from_shutdown_callback, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
