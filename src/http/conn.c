@@ -339,7 +339,7 @@ static void conn_drive(crt_conn *c)
 
 static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
-    crt_conn *c = crt_container_of((uv_tcp_t *)st, crt_conn, tcp);
+    crt_conn *c = st->data;             /* tcp.data, set in crt_conn_new */
     if (nread == 0)
         return;
     if (c->state == CONN_LINGER) {
