@@ -17,6 +17,7 @@
 #include "cronium/ratelimit.h"
 #include "cronium/runtime.h"
 #include "cronium/store.h"
+#include "production.h"
 
 #define TOKEN_CACHE_SLOTS 4096
 #define MAX_RATE_KEYS 100000
@@ -60,6 +61,7 @@ struct crt_runtime {
     crt_ratelimit *rl_auth;
     crt_store *store;
     crt_audit *audit;
+    crt_production *prod;           /* production: owns the store, the audit and their clients */
     endpoint eps[EP_COUNT];
     api_call *free_calls;
     size_t nfree;
@@ -584,8 +586,6 @@ static const struct {
     {EP_TOOL, "POST", "/tool-actions/execute", "execute_tool_action", CRT_ST_TOOL_ACTION},
 };
 
-crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, size_t errcap);
-
 static crt_store *load_dev_store(const crt_config *cfg, char *err, size_t errcap)
 {
     if (!cfg->dev_context)
@@ -634,7 +634,9 @@ crt_runtime *crt_runtime_new(crt_app *app)
         rt->store = load_dev_store(cfg, err, sizeof err);
         rt->audit = crt_audit_log_new();
     } else {
-        rt->store = crt_prodstore_new(app, &rt->audit, err, sizeof err);
+        rt->prod = crt_production_new(app, err, sizeof err);
+        rt->store = rt->prod ? crt_production_store(rt->prod) : NULL;
+        rt->audit = rt->prod ? crt_production_audit(rt->prod) : NULL;
     }
     if (!rt->jwt || !rt->rl_exec || !rt->rl_auth || !rt->store || !rt->audit) {
         CRT_LOGF(CRT_LOG_ERROR, "cannot set up the execution API", CRT_LS("error", *err ? err : "out of memory"));
@@ -703,17 +705,22 @@ void crt_runtime_shutdown(crt_runtime *rt)
         rt->audit->vt->shutdown(rt->audit);
     if (rt->store)
         rt->store->vt->shutdown(rt->store);
+    if (rt->prod)
+        crt_production_drain(rt->prod);
 }
 
 void crt_runtime_free(crt_runtime *rt)
 {
     if (!rt)
         return;
-    /* The store may still point at the audit (production: it drains it). */
-    if (rt->store)
-        rt->store->vt->free(rt->store);
-    if (rt->audit)
-        rt->audit->vt->free(rt->audit);
+    if (rt->prod) {
+        crt_production_free(rt->prod);      /* the clients first, then the store and the audit */
+    } else {
+        if (rt->store)
+            rt->store->vt->free(rt->store);
+        if (rt->audit)
+            rt->audit->vt->free(rt->audit);
+    }
     crt_jwt_free(rt->jwt);
     crt_ratelimit_free(rt->rl_exec);
     crt_ratelimit_free(rt->rl_auth);

@@ -13,7 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "cronium/app.h"
+#include "cronium/prodstore.h"
 #include "cronium/log.h"
 #include "prodstore_int.h"
 
@@ -80,7 +80,7 @@ void crt_ps_with_context(op *o, ctx_entry *e)
 
 static void prod_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, void *ud)
 {
-    prodstore *ps = (prodstore *)s;
+    prodstore *ps = crt_container_of(s, prodstore, base);
     op *o = calloc(1, sizeof *o);
     crt_store_result fail = {.err = CRT_EUNAVAIL, .message = "service is shutting down", .retry_after_s = 1};
     if (!o) {
@@ -164,72 +164,32 @@ void crt_ps_maint_arm(prodstore *ps)
         uv_timer_start(&ps->maint, on_maint, MAINT_MS, 0);
 }
 
-/* ---- lifecycle --------------------------------------------------------------------------------------------------- */
+/* ---- lifecycle ---- */
 
-static crt_check_state check_valkey(void *ctx)
+static void on_maint_closed(uv_handle_t *h) { (void)h; }
+
+void crt_prodstore_detach(crt_store *s)
 {
-    prodstore *ps = ctx;
-    if (!ps->cache)
-        return CRT_CHECK_DISABLED;
-    return crt_cache_ready(ps->cache) ? CRT_CHECK_UP : CRT_CHECK_DOWN;
-}
-
-static crt_check_state check_backend(void *ctx)
-{
-    prodstore *ps = ctx;
-    return ps->backend && crt_backend_up(ps->backend) ? CRT_CHECK_UP : CRT_CHECK_DOWN;
-}
-
-static void on_flush_timer_closed(uv_handle_t *h) { (void)h; }
-
-/* Frees the clients once the audit queue has drained (or its deadline passed). */
-static void prod_release(prodstore *ps)
-{
-    if (ps->flush_timer_open) {
-        ps->flush_timer_open = false;
-        uv_close((uv_handle_t *)&ps->flush_timer, on_flush_timer_closed);
-    }
+    prodstore *ps = crt_container_of(s, prodstore, base);
     if (ps->maint_open) {
         ps->maint_open = false;
-        uv_close((uv_handle_t *)&ps->maint, on_flush_timer_closed);
+        uv_close((uv_handle_t *)&ps->maint, on_maint_closed);
     }
-    if (ps->audit)
-        crt_audit_backend_detach(ps->audit);
-    if (ps->backend) {
-        crt_backend *b = ps->backend;
-        ps->backend = NULL;
-        crt_backend_free(b);
-    }
-    if (ps->cache) {
-        crt_cache *c = ps->cache;
-        ps->cache = NULL;
-        crt_cache_free(c);
-    }
+    ps->backend = NULL;
+    ps->cache = NULL;
 }
-
-static void on_audit_drained(void *ctx) { prod_release(ctx); }
-
-static void on_flush_deadline(uv_timer_t *t) { prod_release(t->data); }
 
 static void prod_shutdown(crt_store *s)
 {
-    prodstore *ps = (prodstore *)s;
-    if (ps->shutting_down)
-        return;
-    ps->shutting_down = true;
-    uv_timer_init(ps->loop, &ps->flush_timer);
-    ps->flush_timer.data = ps;
-    ps->flush_timer_open = true;
-    uv_timer_start(&ps->flush_timer, on_flush_deadline, AUDIT_FLUSH_MS, 0);
-    crt_audit_backend_drain(ps->audit, on_audit_drained, ps);
+    crt_container_of(s, prodstore, base)->shutting_down = true;
 }
 
 static void prod_free(crt_store *s)
 {
-    prodstore *ps = (prodstore *)s;
-    if (!ps)
+    if (!s)
         return;
-    prod_release(ps);
+    prodstore *ps = crt_container_of(s, prodstore, base);
+    crt_prodstore_detach(s);
     crt_map_free(ps->ctxs, crt_ps_ctx_entry_free);
     crt_map_free(ps->incr_lines, free);
     if (ps->distrust) {
@@ -242,93 +202,55 @@ static void prod_free(crt_store *s)
 
 static const crt_store_vtable prod_vt = {"production", prod_submit, prod_shutdown, prod_free};
 
-crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, size_t errcap);
-
-crt_store *crt_prodstore_new(struct crt_app *app, crt_audit **audit, char *err, size_t errcap)
+crt_store *crt_prodstore_new(uv_loop_t *loop, const crt_prodstore_opts *opts, crt_metrics *m, crt_backend *backend,
+                             crt_cache *cache)
 {
-    const crt_config *cfg = app->cfg;
-    *audit = NULL;
     prodstore *ps = calloc(1, sizeof *ps);
     if (!ps)
         return NULL;
     ps->base.vt = &prod_vt;
-    ps->app = app;
-    ps->loop = app->loop;
-    ps->ttl_ms = cfg->cache_ttl_ms;
-    ps->lock_ttl_ms = cfg->lock_ttl_ms;
+    ps->loop = loop;
+    ps->backend = backend;
+    ps->cache = cache;
+    ps->ttl_ms = opts->cache_ttl_ms;
+    ps->lock_ttl_ms = opts->lock_ttl_ms;
+    ps->op_budget_ms = opts->op_budget_ms;
     ps->ctxs = crt_map_new();
     ps->incr_lines = crt_map_new();
     ps->distrust = crt_map_new();
-    /* The whole retry budget stays below the server's write timeout. */
-    uint64_t deadline = cfg->write_timeout_ms > 2000 ? cfg->write_timeout_ms - 1000 : cfg->write_timeout_ms / 2;
-    crt_backend_opts bo = {
-        .base_url = cfg->backend_url,
-        .token = cfg->backend_token,
-        .attempt_timeout_ms = cfg->backend_timeout_ms,
-        .max_retries = (int)cfg->backend_max_retries,
-        .retry_delay_ms = cfg->backend_retry_delay_ms,
-        .deadline_ms = deadline,
-        .max_connections = (long)cfg->backend_max_concurrent,
-    };
-    ps->backend = crt_backend_new(app->loop, &bo, app->metrics);
-    ps->op_budget_ms = deadline;
-    if (!ps->ctxs || !ps->incr_lines || !ps->distrust || !ps->backend) {
-        snprintf(err, errcap, "out of memory");
+    if (!ps->ctxs || !ps->incr_lines || !ps->distrust) {
         prod_free(&ps->base);
         return NULL;
     }
-    if (cfg->cache_url && *cfg->cache_url) {
-        crt_cache_opts co = {
-            .url = cfg->cache_url,
-            .password = cfg->cache_password,
-            .db = cfg->cache_db,
-            .timeout_ms = cfg->cache_timeout_ms,
-            .max_pending = 10000,
-        };
-        ps->cache = crt_cache_new(app->loop, &co, app->metrics, err, errcap);
-        if (!ps->cache) {
-            prod_free(&ps->base);
-            return NULL;
-        }
-        crt_cache_on_ready(ps->cache, crt_ps_on_cache_ready, ps);
-    }
+    if (cache)
+        crt_cache_on_ready(cache, crt_ps_on_cache_ready, ps);
     for (int k = 0; k < K_COUNT; k++) {
         static const char *const res[3] = {"hit", "miss", "error"};
         for (int r = 0; r < 3; r++) {
             char labels[64];
             snprintf(labels, sizeof labels, "kind=\"%s\",result=\"%s\"", crt_ps_kind_names[k], res[r]);
-            ps->m_cache[k][r] = crt_metrics_counter(app->metrics, "cronium_runtime_cache_requests_total",
+            ps->m_cache[k][r] = crt_metrics_counter(m, "cronium_runtime_cache_requests_total",
                                                     "Cache lookups by kind and result.", labels);
         }
     }
     for (int k = 0; k < K_COUNT; k++) {
         char labels[64];
         snprintf(labels, sizeof labels, "kind=\"%s\"", crt_ps_kind_names[k]);
-        ps->m_invalid[k] = crt_metrics_counter(app->metrics, "cronium_runtime_cache_invalid_total",
+        ps->m_invalid[k] = crt_metrics_counter(m, "cronium_runtime_cache_invalid_total",
                                                "Cached values refused as not valid (served from the backend).",
                                                labels);
     }
-    ps->m_distrusted = crt_metrics_counter(app->metrics, "cronium_runtime_cache_invalidations_total",
+    ps->m_distrusted = crt_metrics_counter(m, "cronium_runtime_cache_invalidations_total",
                                            "Cache keys bypassed until deleted, after a failed update.", "");
-    ps->m_distrust_overflow = crt_metrics_counter(app->metrics, "cronium_runtime_cache_bypass_all_total",
+    ps->m_distrust_overflow = crt_metrics_counter(m, "cronium_runtime_cache_bypass_all_total",
                                                   "Times too many keys needed invalidating: cache bypassed one TTL.",
                                                   "");
-    ps->m_incr_dropped = crt_metrics_counter(app->metrics, "cronium_runtime_increments_dropped_total",
+    ps->m_incr_dropped = crt_metrics_counter(m, "cronium_runtime_increments_dropped_total",
                                              "Increments not performed because their client went away.", "");
-    ps->m_incr_rejected = crt_metrics_counter(app->metrics, "cronium_runtime_increments_rejected_total",
+    ps->m_incr_rejected = crt_metrics_counter(m, "cronium_runtime_increments_rejected_total",
                                               "Increments refused: queue full or deadline passed while waiting.", "");
-    uv_timer_init(app->loop, &ps->maint);
+    uv_timer_init(loop, &ps->maint);
     ps->maint.data = ps;
     ps->maint_open = true;
-    crt_app_add_ready_check(app, "valkey", check_valkey, ps, false);
-    crt_app_add_ready_check(app, "backend", check_backend, ps, true);
-    ps->audit = crt_audit_backend_new(ps->backend, app->metrics);
-    if (!ps->audit) {
-        prod_free(&ps->base);
-        return NULL;
-    }
-    *audit = ps->audit;
-    CRT_LOGF(CRT_LOG_INFO, "production store", CRT_LS("backend", cfg->backend_url),
-             CRT_LS("valkey", ps->cache ? "configured" : "disabled (no cache.url)"));
     return &ps->base;
 }

@@ -13,7 +13,6 @@
 #include "cronium/store.h"
 
 #define CTX_CACHE_MAX 10000
-#define AUDIT_FLUSH_MS 3000     /* audit drain allowed at shutdown */
 #define LOCK_RETRY_MS 15
 #define GEN_SLOTS 4096          /* write generations, by hash of user and key */
 /* Cache keys this process no longer trusts (an update or delete failed).
@@ -67,10 +66,9 @@ struct op {
 
 struct prodstore {
     crt_store base;
-    struct crt_app *app;
     uv_loop_t *loop;
-    crt_backend *backend;
-    crt_cache *cache;
+    crt_backend *backend;       /* borrowed; NULL once detached */
+    crt_cache *cache;           /* borrowed; NULL: no Valkey, or detached */
     uint64_t ttl_ms;
     uint64_t lock_ttl_ms;
     crt_map *ctxs;              /* exec id -> ctx_entry */
@@ -79,10 +77,7 @@ struct prodstore {
     crt_dlist queued;           /* every waiting increment, oldest first */
     size_t nops;                /* operations not yet answered */
     uint64_t op_budget_ms;      /* default deadline of an operation */
-    crt_audit *audit;           /* ships to the backend; owned by the runtime */
     bool shutting_down;
-    uv_timer_t flush_timer;
-    bool flush_timer_open;
     /* A read that raced a write must not put its (older) value in the
      * cache: writes bump the generation of their key's slot, and a read
      * fills the cache only if the slot did not move (and only with SET NX,
