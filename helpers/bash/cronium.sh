@@ -267,6 +267,13 @@ function _cronium_curl_error() {
   esac
 }
 
+# _cronium_backend_error: status 0 when the response body is the runtime's error envelope with code
+# backend_error (a 502 that is final, never retried).
+function _cronium_backend_error() {
+  [[ $_cronium_body == *backend_error* ]] || return 1
+  printf '%s' "$_cronium_body" | command jq -e 'type == "object" and .code == "backend_error"' >/dev/null 2>&1
+}
+
 # _cronium_request METHOD PATH [BODY]
 #   Sends one API request (PATH relative to the execution or to the API root), with retries.
 #   Globals read: _cronium_idempotent (0 for increment and tool actions: see _cronium_curl_error).
@@ -347,6 +354,10 @@ function _cronium_request() {
         404) return 4 ;;
         429|503) retry=1 ;;
         501) ;; # not_supported: permanent
+        # The runtime's own 502 backend_error: the backend answered something definite and wrong,
+        # and asking again gets the same answer (API.md §3). A 502 without that code (a proxy in
+        # front of the runtime) is retried like any 5xx.
+        502) [[ $_cronium_idempotent == 1 ]] && ! _cronium_backend_error && retry=1 ;;
         5??) [[ $_cronium_idempotent == 1 ]] && retry=1 ;;
       esac
     fi

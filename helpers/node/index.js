@@ -11,8 +11,11 @@
  * refused, timeouts, 429, 5xx) are retried with exponential backoff and jitter,
  * honouring Retry-After. Calls that are not safe to repeat (the atomic increment
  * and tool actions) are retried only when the service certainly did not act on
- * them (no connection, or 429). The token is kept in a private field and is
- * removed from every message this module writes or throws.
+ * them (no connection, or 429). A 502 with the runtime's code `backend_error`
+ * is final: the backend answered something definite and wrong and would say it
+ * again (a 502 without it, from a proxy, is retried like any 5xx). The token is
+ * kept in a private field and is removed from every message this module writes
+ * or throws.
  */
 
 const VERSION = '1.0.0';
@@ -583,7 +586,8 @@ class Cronium {
       }
 
       const error = this.#apiError(response, text, method, shownPath);
-      const transient = status === 429 || (status >= 500 && status !== 501);
+      const final = status === 501 || (status === 502 && error.code === 'backend_error');
+      const transient = status === 429 || (status >= 500 && !final);
       let retry = !last && transient && (idempotent || status === 429);
       let delay = 0;
       if (retry) {

@@ -86,6 +86,25 @@ setup() {
   done
 }
 
+@test "a 502 backend_error from the runtime is final: one attempt, its status and code" {
+  fault_script '[{"status":502,"json":{"success":false,"error":"Bad Gateway","message":"the backend answered 500","code":"backend_error"}},
+                 {"json":{"success":true,"data":{"key":"k","value":"retried"}}}]'
+  run --separate-stderr cronium_get_variable k
+  assert_eq "$status" 1
+  assert_eq "$output" ""
+  assert_eq "$stderr" "cronium: 502 backend_error: the backend answered 500"
+  assert_eq "$(fault_count)" 1
+}
+
+@test "a 502 without the runtime's envelope (a proxy) is still retried for a GET" {
+  fault_script '[{"status":502,"text":"<html>502 Bad Gateway</html>"},
+                 {"json":{"success":true,"data":{"key":"k","value":"after proxy"}}}]'
+  run --separate-stderr cronium_get_variable k
+  assert_eq "$status" 0
+  assert_eq "$output" "after proxy"
+  assert_eq "$(fault_count)" 2
+}
+
 @test "a refused connection is retried, then reported" {
   local port
   port=$(free_port)

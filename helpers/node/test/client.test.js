@@ -242,6 +242,25 @@ describe('retries and errors', () => {
     assert.equal(srv.requests.length, 2, '502 is retried');
   });
 
+  it('a 502 backend_error from the runtime is final: one attempt, its status and code', async () => {
+    const srv = await server([apiError(502, 'backend_error', 'the backend answered 500'), OK]);
+    await assert.rejects(client(srv.url).getVariable('k'), (err) => {
+      assert.ok(err instanceof CroniumAPIError);
+      assert.equal(err.statusCode, 502);
+      assert.equal(err.code, 'backend_error');
+      assert.equal(err.message, 'the backend answered 500');
+      return true;
+    });
+    assert.equal(srv.requests.length, 1, '502 backend_error is not retried');
+  });
+
+  it('a 502 without the runtime envelope (a proxy) is still retried for a GET', async () => {
+    const srv = await server([text(502, '<html>502 Bad Gateway</html>'),
+      json(200, { success: true, data: { key: 'k', value: 'after proxy' } })]);
+    assert.equal(await client(srv.url).getVariable('k'), 'after proxy');
+    assert.equal(srv.requests.length, 2);
+  });
+
   it('treats success:false in a 200 answer as an API error', async () => {
     const srv = await server([json(200, { success: false, error: 'Bad', message: 'nope', code: 'weird' })]);
     await assert.rejects(client(srv.url).input(), (err) => err instanceof CroniumAPIError && err.statusCode === 200 && err.code === 'weird');

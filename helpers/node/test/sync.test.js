@@ -126,6 +126,23 @@ describe('synchronous client', () => {
     assert.ok(!r.stderr.includes('tok-sync-secret'));
   });
 
+  it('a 502 backend_error is final (one attempt); a 502 without envelope is retried', async () => {
+    srv.requests.length = 0;
+    srv.setSteps([
+      apiError(502, 'backend_error', 'the backend answered 500'),
+      (req, res) => { res.writeHead(502, { 'Content-Type': 'text/html' }); res.end('<html>502</html>'); },
+      json(200, { success: true, data: { key: 'k', value: 'after proxy' } }),
+    ]);
+    const { out, r } = await run(`
+      const cronium = require(${SYNC});
+      const c = ${CATCH};
+      console.log(JSON.stringify([c(() => cronium.getVariable('k')), c(() => cronium.getVariable('k'))]));`, env(srv.url));
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(out[0], { name: 'CroniumAPIError', message: 'the backend answered 500', status: 502, code: 'backend_error' });
+    assert.deepEqual(out[1], { value: 'after proxy' });
+    assert.equal(srv.requests.length, 3);
+  });
+
   it('an unreachable service: a CroniumConnectionError after the attempts, quickly', async () => {
     const port = await freePort();
     const { out, ms, r } = await run(`

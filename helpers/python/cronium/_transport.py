@@ -12,6 +12,9 @@ Retry policy (API.md section 9):
 * timeouts, connections dropped mid-request, 500, 502 and 504 are retried only for
   idempotent requests, because a retried increment or tool action could be applied
   twice;
+* but a 502 carrying the runtime's code ``backend_error`` is never retried: the
+  backend answered something definite and wrong, and would answer it again (a 502
+  without that code, e.g. from a proxy in front of the runtime, is retried as above);
 * any other status (every other 4xx, 501, 505 ...) is never retried.
 
 Waits grow exponentially with jitter; a ``Retry-After`` header replaces the computed
@@ -277,6 +280,8 @@ class Transport:
             return self._success(method, path, status, raw, request_id)
         error = self._api_error(method, path, status, raw, request_id, response.getheader("Retry-After"))
         retry = status in _ALWAYS_RETRY or (idempotent and status in _RETRY_IF_IDEMPOTENT)
+        if status == 502 and error.code == "backend_error":
+            retry = False  # final: see the module docstring
         raise _AttemptFailure(error, retry=retry, retry_after=error.retry_after)
 
     # -- answers ----------------------------------------------------------------

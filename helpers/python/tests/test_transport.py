@@ -90,6 +90,28 @@ def test_client_errors_are_not_retried(
     assert sleeps == []
 
 
+def test_502_backend_error_is_final(server: FaultServer, make_client: ClientFactory, sleeps: List[float]) -> None:
+    # The runtime's own 502: the backend answered something definite and wrong (API.md section 3).
+    server.queue(fail(502, "backend_error", "the backend answered 500"), ok({"a": 1}))
+    with pytest.raises(cronium.CroniumAPIError) as info:
+        make_client().input()
+    assert info.value.status_code == 502
+    assert info.value.code == "backend_error"
+    assert info.value.message == "the backend answered 500"
+    assert len(server.requests) == 1
+    assert sleeps == []
+
+
+def test_502_without_envelope_is_still_retried_for_get(
+    server: FaultServer, make_client: ClientFactory, sleeps: List[float]
+) -> None:
+    # A 502 from a proxy in front of the runtime says nothing about the backend: retried.
+    server.queue(Answer(502, b"<html>502 Bad Gateway</html>"), ok({"a": 1}))
+    assert make_client().input() == {"a": 1}
+    assert [r.method for r in server.requests] == ["GET", "GET"]
+    assert len(sleeps) == 1
+
+
 def test_connection_refused_is_retried_and_reported(
     make_client: ClientFactory, sleeps: List[float], capsys: pytest.CaptureFixture[str]
 ) -> None:
