@@ -211,12 +211,25 @@ use_fresh_execution() {
   assert_eq "$(cronium_get_variable "$k")" 4
 }
 
-@test "variables: dot-segment and reserved-character keys stay keys" {
+@test "variables: dotted and reserved-character keys stay keys" {
   local k
-  for k in '..' '.' 'a?b#c%d' 'x+y=z&w'; do
+  for k in '...' '.x' 'a?b#c%d' 'x+y=z&w'; do
     cronium_set_variable "$k" "value of $k"
     assert_eq "$(cronium_get_variable "$k")" "value of $k" "key $k"
     cronium_delete_variable "$k"
+  done
+}
+
+@test "variables: the dot-segment keys . and .. are the runtime's 400 invalid_key" {
+  # The runtime refuses them: in a backend URL they would collapse into another route.
+  local k
+  for k in '.' '..'; do
+    run --separate-stderr cronium_set_variable "$k" v
+    assert_eq "$status" 1 "set $k"
+    [[ $stderr =~ ^cronium:\ 400\ invalid_key:\ .+ ]] || { echo "$stderr"; false; }
+    run --separate-stderr cronium_get_variable "$k"
+    assert_eq "$status" 1 "get $k"
+    [[ $stderr =~ ^cronium:\ 400\ invalid_key:\ .+ ]] || { echo "$stderr"; false; }
   done
 }
 
