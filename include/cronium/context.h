@@ -1,5 +1,6 @@
 /* The execution context (API.md §5), built once from the backend's reply and
- * kept as ready-to-splice JSON text. Shared by the dev and production stores. */
+ * kept as ready-to-splice JSON text. Shared by the dev and production stores
+ * (src/store/context.c). */
 #ifndef CRONIUM_CONTEXT_H
 #define CRONIUM_CONTEXT_H
 
@@ -24,10 +25,5 @@ typedef struct crt_context_defaults {
  * object). c must be zeroed or finished before. */
 int crt_context_build(crt_context *c, const char *json, size_t len, const crt_context_defaults *d);
 void crt_context_fini(crt_context *c);
-
-/* Walks "a.b.c" through objects (a decimal segment indexes an array: "tags.0")
- * of a compact JSON value; appends the compact
- * value found to out. Returns 0, CRT_ENOTFOUND or CRT_EINVAL. */
-int crt_json_path(const char *json, size_t len, const char *path, size_t plen, crt_buf *out);
 
 #endif

@@ -47,4 +47,10 @@ int crt_json_unquote(const char *p, size_t n, crt_buf *out);
  * shortest form that reads back the same. Appends to out. Returns 0 or
  * CRT_EINVAL (not numbers, or the sum is not finite). */
 int crt_json_number_add(const char *a, size_t an, const char *b, size_t bn, crt_buf *out);
+
+/* Walks "a.b.c" through objects (a decimal segment indexes an array: "tags.0")
+ * of a compact JSON value; appends the compact value found to out. Returns
+ * 0, CRT_ENOTFOUND, or CRT_EINVAL (an empty segment). */
+int crt_json_path(const char *json, size_t len, const char *path, size_t plen, crt_buf *out);
+
 #endif

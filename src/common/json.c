@@ -1,4 +1,5 @@
 /* Recursive-descent JSON validator that writes the compact form as it goes. */
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -442,4 +443,67 @@ int crt_json_number_add(const char *a, size_t an, const char *b, size_t bn, crt_
     }
     /* Always a valid JSON number (no "inf"/"nan" here; %g never prints "1." ). */
     return crt_buf_puts(out, txt);
+}
+
+/* ---- paths ---- */
+
+int crt_json_path(const char *json, size_t len, const char *path, size_t plen, crt_buf *out)
+{
+    crt_buf cur, next;
+    crt_buf_init(&cur);
+    crt_buf_init(&next);
+    crt_buf_append(&cur, json, len);
+    int rc = 0;
+    size_t i = 0;
+    while (i <= plen) {
+        size_t j = i;
+        while (j < plen && path[j] != '.')
+            j++;
+        if (j == i) {
+            rc = CRT_EINVAL;
+            break;
+        }
+        char seg[256];
+        if (j - i >= sizeof seg) {
+            rc = CRT_ENOTFOUND;
+            break;
+        }
+        memcpy(seg, path + i, j - i);
+        seg[j - i] = '\0';
+        crt_json_kind kind = crt_json_kind_of(cur.data, cur.len);
+        if (kind == CRT_JSON_ARRAY) {
+            /* a decimal segment indexes an array: tags.0 */
+            char *end;
+            unsigned long long idx = strtoull(seg, &end, 10);
+            crt_buf_reset(&next);
+            if (!isdigit((unsigned char)seg[0]) || *end ||
+                crt_json_array_item(cur.data, cur.len, (size_t)idx, &next)) {
+                rc = CRT_ENOTFOUND;
+                break;
+            }
+            crt_buf_reset(&cur);
+            crt_buf_append(&cur, next.data, next.len);
+            i = j + 1;
+            continue;
+        }
+        if (kind != CRT_JSON_OBJECT) {
+            rc = CRT_ENOTFOUND;
+            break;
+        }
+        const char *keys[1] = {seg};
+        crt_json_slot sl;
+        crt_buf_reset(&next);
+        if (crt_json_object(cur.data, cur.len, &next, keys, &sl, 1) || !sl.len) {
+            rc = CRT_ENOTFOUND;
+            break;
+        }
+        crt_buf_reset(&cur);
+        crt_buf_append(&cur, next.data + sl.off, sl.len);
+        i = j + 1;
+    }
+    if (rc == 0)
+        crt_buf_append(out, cur.data, cur.len);
+    crt_buf_fini(&cur);
+    crt_buf_fini(&next);
+    return rc;
 }

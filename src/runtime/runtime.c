@@ -10,7 +10,6 @@
 #include <string.h>
 #include <strings.h>
 #include "cronium/app.h"
-#include "cronium/context.h"
 #include "cronium/json.h"
 #include "cronium/jwt.h"
 #include "cronium/log.h"
