@@ -22,8 +22,6 @@ from lib.backend import Fakes
 from lib.proc import REPO, Service, require_binary, run_cli
 
 HERE = Path(__file__).resolve().parent
-SHARED = REPO.parent / "shared"
-API_MD = SHARED / "API.md"
 NODE_MODULES = HERE / "node_modules"
 
 NPM_TIMEOUT = 600
