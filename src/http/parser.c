@@ -22,7 +22,7 @@ crt_span crt_req_header(const crt_req *req, const char *name)
 bool crt_req_query(crt_req *req, const char *name, crt_buf *out)
 {
     size_t nl = strlen(name);
-    const char *p = req->query.p, *e = p + req->query.len;
+    const char *p = req->query.p, *e = p ? p + req->query.len : NULL;   /* no query: p is NULL */
     while (p && p < e) {
         const char *amp = memchr(p, '&', (size_t)(e - p));
         const char *end = amp ? amp : e;
