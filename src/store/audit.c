@@ -76,7 +76,7 @@ static void put_field(crt_buf *d, const char *name, const char *v, size_t n)
 
 static void emit(crt_audit *base, const crt_audit_event *ev)
 {
-    audit_ship *a = (audit_ship *)base;
+    audit_ship *a = crt_container_of(base, audit_ship, base);
     if (a->draining || !a->backend || a->len == AUDIT_QUEUE_MAX) {
         (*a->m_dropped)++;
         return;
@@ -113,7 +113,7 @@ static void emit(crt_audit *base, const crt_audit_event *ev)
 
 void crt_audit_backend_drain(crt_audit *base, void (*cb)(void *ctx), void *ctx)
 {
-    audit_ship *a = (audit_ship *)base;
+    audit_ship *a = crt_container_of(base, audit_ship, base);
     a->draining = true;
     a->drained = cb;
     a->drained_ctx = ctx;
@@ -122,7 +122,7 @@ void crt_audit_backend_drain(crt_audit *base, void (*cb)(void *ctx), void *ctx)
 
 void crt_audit_backend_detach(crt_audit *base)
 {
-    audit_ship *a = (audit_ship *)base;
+    audit_ship *a = crt_container_of(base, audit_ship, base);
     if (a->len)
         CRT_LOGF(CRT_LOG_WARN, "audit events dropped at shutdown", CRT_LI("queued", a->len),
                  CRT_LI("in_flight", a->in_flight));
@@ -137,9 +137,9 @@ static void ship_shutdown(crt_audit *base) { (void)base; }
 
 static void ship_free(crt_audit *base)
 {
-    audit_ship *a = (audit_ship *)base;
-    if (!a)
+    if (!base)
         return;
+    audit_ship *a = crt_container_of(base, audit_ship, base);
     while (a->len)
         pop(a);
     free(a->q);

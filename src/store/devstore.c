@@ -115,7 +115,7 @@ static int set_buf(crt_buf *b, const char *v, size_t n)
 
 static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, void *ud)
 {
-    devstore *ds = (devstore *)s;
+    devstore *ds = crt_container_of(s, devstore, base);
     dev_exec *e = exec_get(ds, r->execution_id, r->claims);
     if (!e) {
         answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "dev store is full");
@@ -237,9 +237,9 @@ static void dev_shutdown(crt_store *s) { (void)s; }
 
 static void dev_free(crt_store *s)
 {
-    devstore *ds = (devstore *)s;
-    if (!ds)
+    if (!s)
         return;
+    devstore *ds = crt_container_of(s, devstore, base);
     crt_map_free(ds->execs, exec_free);
     crt_map_free(ds->vars, var_free);
     crt_buf_fini(&ds->scratch);
@@ -297,8 +297,8 @@ crt_store *crt_devstore_new(const char *context_json, size_t len, char *err, siz
     return &ds->base;
 }
 
-const char *crt_devstore_seed_id(crt_store *s) { return ((devstore *)s)->seed_id; }
-const char *crt_devstore_seed_user(crt_store *s) { return ((devstore *)s)->seed_user; }
+const char *crt_devstore_seed_id(crt_store *s) { return crt_container_of(s, devstore, base)->seed_id; }
+const char *crt_devstore_seed_user(crt_store *s) { return crt_container_of(s, devstore, base)->seed_user; }
 
 /* ---- audit to the log ---------------------------------------------------------------------- */
 
