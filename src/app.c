@@ -1,11 +1,14 @@
-/* Application wiring: operational endpoints (/health, /ready, /metrics),
- * CORS, the access log, metrics per request, signals and graceful stop. */
+/* The composition root (app.h): operational endpoints (/health, /ready,
+ * /metrics), CORS, the access log, metrics per request, signals, and the
+ * order in which everything is built and stopped. The store side (clients,
+ * store, audit, ready checks) is in app_store.c. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/app.h"
 #include "cronium/log.h"
 #include "cronium/runtime.h"
+#include "app_int.h"
 
 static void on_health(crt_req *req, void *ctx)
 {
@@ -166,9 +169,11 @@ static void app_on_server_down(crt_server *s)
 {
     (void)s;
     CRT_LOGF(CRT_LOG_INFO, "server stopped");
+    if (!the_app)
+        return;
+    the_app->server_down = true;
     /* Only now: requests in flight still needed the store and backend. */
-    if (the_app && the_app->runtime)
-        crt_runtime_shutdown(the_app->runtime);
+    crt_app_store_stop(the_app);
 }
 
 void crt_app_stop(crt_app *app)
@@ -196,14 +201,6 @@ static void app_on_signal(uv_signal_t *h, int signum)
     crt_app *app = h->data;
     CRT_LOGF(CRT_LOG_INFO, "signal received", CRT_LS("signal", signum == SIGTERM ? "SIGTERM" : "SIGINT"));
     crt_app_stop(app);
-}
-
-int crt_app_add_ready_check(crt_app *app, const char *name, crt_check_fn fn, void *ctx, bool critical)
-{
-    if (app->nchecks == CRT_MAX_READY_CHECKS)
-        return CRT_ELIMIT;
-    app->checks[app->nchecks++] = (crt_ready_check){name, fn, ctx, critical};
-    return 0;
 }
 
 int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg)
@@ -253,7 +250,27 @@ int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg)
                       gauge_accept_errors, app);
     crt_metrics_counter_fn(app->metrics, "cronium_runtime_log_lines_dropped_total",
                       "Log lines dropped because stderr could not keep up.", "", gauge_log_dropped, app);
-    app->runtime = crt_runtime_new(app);
+    char err[256] = "";
+    if (crt_app_store_new(app, err, sizeof err)) {
+        CRT_LOGF(CRT_LOG_ERROR, "cannot set up the execution API", CRT_LS("error", err));
+        crt_app_store_free(app);    /* the clients' handles close as the loop runs */
+        return CRT_EINVAL;
+    }
+    crt_runtime_opts ro = {
+        .jwt_secret = cfg->jwt_secret,
+        .jwt_algorithms = cfg->jwt_algorithms,
+        .jwt_leeway_ms = cfg->jwt_leeway_ms,
+        .jwt_issuer = cfg->jwt_issuer,
+        .rate_limit_per_min = (uint64_t)cfg->rate_limit_per_min,
+        .rate_limit_burst = (uint64_t)cfg->rate_limit_burst,
+        .auth_failures_per_min = (uint64_t)cfg->auth_failures_per_min,
+        .audit_reads = cfg->audit_reads,
+        .router = app->router,
+        .metrics = app->metrics,
+        .store = app->store,
+        .audit = app->audit,
+    };
+    app->runtime = crt_runtime_new(&ro);
     if (!app->runtime)
         return CRT_EINVAL;
     return 0;
@@ -269,12 +286,14 @@ int crt_app_start(crt_app *app)
     app->sigterm.data = app->sigint.data = app;
     uv_signal_start(&app->sigterm, app_on_signal, SIGTERM);
     uv_signal_start(&app->sigint, app_on_signal, SIGINT);
-    return crt_runtime_start(app->runtime);
+    crt_app_store_announce(app);
+    return 0;
 }
 
 void crt_app_fini(crt_app *app)
 {
     crt_runtime_free(app->runtime);
+    crt_app_store_free(app);
     crt_server_close(app->server, NULL, NULL);   /* the loop has run dry: frees now */
     crt_router_free(app->router);
     crt_metrics_free(app->metrics);

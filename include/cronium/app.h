@@ -1,12 +1,20 @@
-/* The application: owns the loop's long-lived parts (server, router, metrics,
- * store, auth) and wires them together. One per process. */
+/* The application, the composition root: it builds, in order, the metrics,
+ * the backend client, the cache client, the store (which borrows the
+ * clients), the audit shipper and the execution API's handlers; it registers
+ * the /ready checks on the clients' own state, and it orchestrates the
+ * shutdown (server drains -> store refuses new work -> audit drains, within
+ * its deadline -> store and audit let go of the clients -> clients freed ->
+ * the rest freed). Nothing below includes this header. One per process. */
 #ifndef CRONIUM_APP_H
 #define CRONIUM_APP_H
 
 #include <uv.h>
+#include "cronium/backend.h"
+#include "cronium/cache.h"
 #include "cronium/config.h"
 #include "cronium/http.h"
 #include "cronium/metrics.h"
+#include "cronium/store.h"
 
 typedef struct crt_runtime crt_runtime;
 
@@ -28,22 +36,31 @@ typedef struct crt_app {
     crt_router *router;
     crt_server *server;
     crt_metrics *metrics;
-    crt_runtime *runtime;           /* the execution API (auth, store, limits) */
+    crt_backend *backend;           /* production: owned; NULL in dev mode or once released */
+    crt_cache *cache;               /* production with cache.url: owned; NULL otherwise or once released */
+    crt_store *store;               /* owned; the production store borrows both clients */
+    crt_audit *audit;               /* owned; the backend shipper borrows the backend client */
+    crt_runtime *runtime;           /* the execution API's handlers (auth, limits, endpoints) */
     crt_ready_check checks[CRT_MAX_READY_CHECKS];
     size_t nchecks;
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_timer_t flush_timer;         /* the audit drain's deadline at shutdown */
+    bool flush_timer_open;
+    bool draining;
+    char dev_env_file[512];         /* dev mode's export block; removed at shutdown */
     int exit_code;
     bool stopping;
+    bool server_down;               /* the server has drained; the store and audit are stopping */
     crt_buf cors_origins;           /* parsed allowed origins, NUL-separated */
 } crt_app;
 
 int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg);
 /* Listens and installs signal handlers. Returns 0 or a negative UV error. */
 int crt_app_start(crt_app *app);
-/* Starts a graceful stop (as on SIGTERM). */
+/* Starts a graceful stop (as on SIGTERM); app->server_down turns true once
+ * the server has drained, and the loop runs dry once the rest has stopped. */
 void crt_app_stop(crt_app *app);
 void crt_app_fini(crt_app *app);
-int crt_app_add_ready_check(crt_app *app, const char *name, crt_check_fn fn, void *ctx, bool critical);
 
 #endif

@@ -1,20 +1,33 @@
-/* The execution API (API.md §2–§5): authentication, rate limits, the
- * endpoints under /executions/{id} and /tool-actions, and the store and audit
- * behind them. Owned by the app. */
+/* The execution API (API.md §2–§5): authentication, rate limits and the
+ * endpoints under /executions/{id} and /tool-actions, in front of a store
+ * and an audit it borrows. Built by the app, which passes in what it needs. */
 #ifndef CRONIUM_RUNTIME_H
 #define CRONIUM_RUNTIME_H
 
 #include "cronium/buf.h"
-#include "cronium/config.h"
+#include "cronium/http.h"
+#include "cronium/metrics.h"
+#include "cronium/store.h"
 
-struct crt_app;
 typedef struct crt_runtime crt_runtime;
 
-crt_runtime *crt_runtime_new(struct crt_app *app);
-/* After the server listens: dev mode prints the export block. */
-int crt_runtime_start(crt_runtime *rt);
-/* Stop background work (audit flush, store connections). */
-void crt_runtime_shutdown(crt_runtime *rt);
+typedef struct crt_runtime_opts {
+    const char *jwt_secret;         /* auth.jwtSecret */
+    const char *jwt_algorithms;     /* auth.jwtAlgorithms, e.g. "HS256" */
+    uint64_t jwt_leeway_ms;
+    const char *jwt_issuer;         /* NULL: any */
+    uint64_t rate_limit_per_min;    /* per execution */
+    uint64_t rate_limit_burst;
+    uint64_t auth_failures_per_min; /* per client address */
+    bool audit_reads;               /* successful reads are audited too */
+    crt_router *router;             /* the endpoints are added here */
+    crt_metrics *metrics;
+    crt_store *store;               /* borrowed: outlives the handlers' use (server drained) */
+    crt_audit *audit;               /* borrowed, likewise */
+} crt_runtime_opts;
+
+/* Registers the endpoints on o->router. Returns NULL when out of memory. */
+crt_runtime *crt_runtime_new(const crt_runtime_opts *o);
 void crt_runtime_free(crt_runtime *rt);
 
 /* Mints an HS256 token with the claims the orchestrator uses. */

@@ -3,20 +3,16 @@
  *   the store callback) -> answered.
  * The call object hangs off the request (req->user) and is recycled through a
  * free list, so the hot path does not allocate once warm. */
-#include <fcntl.h>
 #include <stdio.h>
-#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include "cronium/app.h"
 #include "cronium/json.h"
 #include "cronium/jwt.h"
 #include "cronium/log.h"
 #include "cronium/ratelimit.h"
 #include "cronium/runtime.h"
 #include "cronium/store.h"
-#include "production.h"
 
 #define TOKEN_CACHE_SLOTS 4096
 #define MAX_RATE_KEYS 100000
@@ -53,20 +49,17 @@ typedef struct api_call {
 } api_call;
 
 struct crt_runtime {
-    crt_app *app;
-    const crt_config *cfg;
+    bool audit_reads;               /* audit.auditReads: successful reads are audited too */
     crt_jwt *jwt;
     crt_ratelimit *rl_exec;
     crt_ratelimit *rl_auth;
-    crt_store *store;
-    crt_audit *audit;
-    crt_production *prod;           /* production: owns the store, the audit and their clients */
+    crt_store *store;               /* borrowed from the app */
+    crt_audit *audit;               /* borrowed from the app */
     endpoint eps[EP_COUNT];
     api_call *free_calls;
     size_t nfree;
     uint64_t *m_auth_fail;
     uint64_t *m_rate_limited;
-    char dev_env_file[512];         /* removed at shutdown */
 };
 
 /* ---- keys -------------------------------------------------------------------------------------- */
@@ -161,7 +154,7 @@ static void audit(api_call *c, const char *outcome, int status)
     crt_req *r = c->req;
     if (!rt->audit || !c->claims)
         return;
-    if (status < 300 && c->ep->is_read && !rt->cfg->audit_reads)
+    if (status < 300 && c->ep->is_read && !rt->audit_reads)
         return;
     crt_audit_event ev = {
         .execution_id = c->claims->execution_id,
@@ -585,60 +578,27 @@ static const struct {
     {EP_TOOL, "POST", "/tool-actions/execute", "execute_tool_action", CRT_ST_TOOL_ACTION},
 };
 
-static crt_store *load_dev_store(const crt_config *cfg, char *err, size_t errcap)
+crt_runtime *crt_runtime_new(const crt_runtime_opts *o)
 {
-    if (!cfg->dev_context)
-        return crt_devstore_new(NULL, 0, err, errcap);
-    FILE *f = fopen(cfg->dev_context, "rb");
-    if (!f) {
-        snprintf(err, errcap, "--dev-context %s: cannot open", cfg->dev_context);
-        return NULL;
-    }
-    crt_buf b;
-    crt_buf_init(&b);
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        crt_buf_append(&b, tmp, n);
-    fclose(f);
-    crt_store *s = crt_devstore_new(b.data ? b.data : "", b.len, err, errcap);
-    if (!s && !*err)
-        snprintf(err, errcap, "--dev-context %s: not a JSON object", cfg->dev_context);
-    crt_buf_fini(&b);
-    return s;
-}
-
-crt_runtime *crt_runtime_new(crt_app *app)
-{
-    const crt_config *cfg = app->cfg;
     crt_runtime *rt = calloc(1, sizeof *rt);
     if (!rt)
         return NULL;
-    rt->app = app;
-    rt->cfg = cfg;
+    rt->audit_reads = o->audit_reads;
+    rt->store = o->store;
+    rt->audit = o->audit;
     crt_jwt_opts jo = {
-        .secret = cfg->jwt_secret ? cfg->jwt_secret : "",
-        .secret_len = cfg->jwt_secret ? strlen(cfg->jwt_secret) : 0,
-        .algs = crt_jwt_parse_algs(cfg->jwt_algorithms),
-        .leeway_s = (int64_t)(cfg->jwt_leeway_ms / 1000),
-        .issuer = cfg->jwt_issuer,
+        .secret = o->jwt_secret ? o->jwt_secret : "",
+        .secret_len = o->jwt_secret ? strlen(o->jwt_secret) : 0,
+        .algs = crt_jwt_parse_algs(o->jwt_algorithms),
+        .leeway_s = (int64_t)(o->jwt_leeway_ms / 1000),
+        .issuer = o->jwt_issuer,
         .cache_slots = TOKEN_CACHE_SLOTS,
     };
     rt->jwt = crt_jwt_new(&jo);
-    rt->rl_exec = crt_ratelimit_new((uint64_t)cfg->rate_limit_per_min, (uint64_t)cfg->rate_limit_burst, MAX_RATE_KEYS);
-    rt->rl_auth = crt_ratelimit_new((uint64_t)cfg->auth_failures_per_min, (uint64_t)cfg->auth_failures_per_min,
-                                    MAX_RATE_KEYS);
-    char err[256] = "";
-    if (cfg->dev) {
-        rt->store = load_dev_store(cfg, err, sizeof err);
-        rt->audit = crt_audit_log_new();
-    } else {
-        rt->prod = crt_production_new(app, err, sizeof err);
-        rt->store = rt->prod ? crt_production_store(rt->prod) : NULL;
-        rt->audit = rt->prod ? crt_production_audit(rt->prod) : NULL;
-    }
-    if (!rt->jwt || !rt->rl_exec || !rt->rl_auth || !rt->store || !rt->audit) {
-        CRT_LOGF(CRT_LOG_ERROR, "cannot set up the execution API", CRT_LS("error", *err ? err : "out of memory"));
+    rt->rl_exec = crt_ratelimit_new(o->rate_limit_per_min, o->rate_limit_burst, MAX_RATE_KEYS);
+    rt->rl_auth = crt_ratelimit_new(o->auth_failures_per_min, o->auth_failures_per_min, MAX_RATE_KEYS);
+    if (!rt->jwt || !rt->rl_exec || !rt->rl_auth) {
+        CRT_LOGF(CRT_LOG_ERROR, "cannot set up the execution API", CRT_LS("error", "out of memory"));
         crt_runtime_free(rt);
         return NULL;
     }
@@ -646,80 +606,19 @@ crt_runtime *crt_runtime_new(crt_app *app)
         endpoint *ep = &rt->eps[ep_table[i].kind];
         *ep = (endpoint){rt, ep_table[i].kind, ep_table[i].method, ep_table[i].pattern, ep_table[i].action,
                          ep_table[i].op, strcmp(ep_table[i].method, "GET") == 0};
-        crt_router_add(app->router, ep->method, ep->pattern, on_api, ep);
+        crt_router_add(o->router, ep->method, ep->pattern, on_api, ep);
     }
-    rt->m_auth_fail = crt_metrics_counter(app->metrics, "cronium_runtime_auth_failures_total",
+    rt->m_auth_fail = crt_metrics_counter(o->metrics, "cronium_runtime_auth_failures_total",
                                           "Requests refused with 401.", "");
-    rt->m_rate_limited = crt_metrics_counter(app->metrics, "cronium_runtime_rate_limited_total",
+    rt->m_rate_limited = crt_metrics_counter(o->metrics, "cronium_runtime_rate_limited_total",
                                              "Requests refused with 429.", "");
     return rt;
-}
-
-int crt_runtime_start(crt_runtime *rt)
-{
-    const crt_config *cfg = rt->cfg;
-    if (!cfg->dev)
-        return 0;
-    const char *id = crt_devstore_seed_id(rt->store);
-    crt_buf tok;
-    crt_buf_init(&tok);
-    crt_token_mint(cfg->jwt_secret, id, crt_devstore_seed_user(rt->store), NULL, NULL, cfg->jwt_issuer, 24 * 3600,
-                   &tok);
-    const char *host = cfg->host;
-    if (!strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !*host)
-        host = "127.0.0.1";
-    crt_buf block;
-    crt_buf_init(&block);
-    crt_buf_printf(&block, "export CRONIUM_RUNTIME_API=http://%s:%lld\nexport CRONIUM_EXECUTION_ID=%s\n"
-                           "export CRONIUM_EXECUTION_TOKEN=%s\n",
-                   strchr(host, ':') ? "[::1]" : host, (long long)cfg->port, id, crt_buf_cstr(&tok));
-    fwrite(block.data, 1, block.len, stdout);
-    fflush(stdout);
-    const char *tmpdir = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/cronium-runtime-dev-%lld.env", tmpdir && *tmpdir ? tmpdir : "/tmp",
-             (long long)cfg->port);
-    /* The file holds a token: readable by its owner only, removed at exit. */
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
-    if (f) {
-        snprintf(rt->dev_env_file, sizeof rt->dev_env_file, "%s", path);
-        fwrite(block.data, 1, block.len, f);
-        fclose(f);
-    }
-    CRT_LOGF(CRT_LOG_WARN, "DEV MODE: in-memory store, NOTHING IS PERSISTED; tool actions are only echoed",
-             CRT_LS("execution_id", id), CRT_LS("env_file", f ? path : "(could not write)"));
-    crt_buf_fini(&block);
-    crt_buf_fini(&tok);
-    return 0;
-}
-
-void crt_runtime_shutdown(crt_runtime *rt)
-{
-    if (rt->dev_env_file[0]) {
-        unlink(rt->dev_env_file);
-        rt->dev_env_file[0] = '\0';
-    }
-    if (rt->audit)
-        rt->audit->vt->shutdown(rt->audit);
-    if (rt->store)
-        rt->store->vt->shutdown(rt->store);
-    if (rt->prod)
-        crt_production_drain(rt->prod);
 }
 
 void crt_runtime_free(crt_runtime *rt)
 {
     if (!rt)
         return;
-    if (rt->prod) {
-        crt_production_free(rt->prod);      /* the clients first, then the store and the audit */
-    } else {
-        if (rt->store)
-            rt->store->vt->free(rt->store);
-        if (rt->audit)
-            rt->audit->vt->free(rt->audit);
-    }
     crt_jwt_free(rt->jwt);
     crt_ratelimit_free(rt->rl_exec);
     crt_ratelimit_free(rt->rl_auth);

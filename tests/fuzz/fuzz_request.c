@@ -743,21 +743,6 @@ static void client_on_timer(uv_timer_t *t)
     client_end(c, 0, NULL);
 }
 
-typedef struct stop_state {
-    crt_app *app;
-    bool down;
-} stop_state;
-
-static stop_state g_stop;
-
-/* As app.c's shutdown callback: the store and audit stop once the server is down. */
-static void on_server_down(crt_server *s)
-{
-    (void)s;
-    g_stop.down = true;
-    crt_runtime_shutdown(g_stop.app->runtime);
-}
-
 static void count_open(uv_handle_t *h, void *arg)
 {
     size_t *n = arg;
@@ -829,13 +814,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fail("client %s: %s", c.error_where, uv_strerror(c.error));
     check_responses(c.got.data ? c.got.data : "", c.got.len, &scan);
 
-    /* Stop as on SIGTERM and let every handle close. */
-    g_stop = (stop_state){&app, false};
-    crt_server_shutdown(app.server, g_cfg.shutdown_timeout_ms, on_server_down);
+    /* Stop as on SIGTERM (the app's own shutdown order) and let every handle close. */
+    crt_app_stop(&app);
     /* Bounded: the server's shutdown deadline ends it at the latest. */
-    for (int i = 0; i < 100000 && (!g_stop.down || c.handles); i++)
+    for (int i = 0; i < 100000 && (!app.server_down || c.handles); i++)
         uv_run(&g_loop, UV_RUN_ONCE);
-    if (!g_stop.down)
+    if (!app.server_down)
         fail("the server did not finish shutting down");
     if (FUZZ_REQUEST_PROD)
         fake_stop(&fb);
