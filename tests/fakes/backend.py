@@ -1,12 +1,16 @@
 #!/usr/bin/python3
 """A fake of the Cronium backend's internal API, for cronium-runtime's tests.
 
-It answers the routes the runtime calls (API.md section 6) the way the real
-Next.js backend does: the same paths, bodies, status codes and error bodies,
-and variable values stored as *text* the way node-postgres writes a JS value
-into a `text` column.  On top of that it lets a test inject faults (status
-codes for the next calls, dropped connections, delays, a stop and a restart on
-the same port) and inspect every request it received.
+By default it is the real Cronium app as observed (its Next.js internal API on
+PostgreSQL): the same paths, bodies, status codes and error bodies, variable
+values stored as *text* the way node-postgres writes a JS value into a `text`
+column, and only the routes the real app has -- no DELETE on variables (405),
+no tools/execute (the app's JSON catch-all 404), no read of an output or a
+condition.  The richer backend the API contract allows (DELETE, tool actions)
+is opt-in: ``FakeBackend(**RICH)`` or ``--rich``.  On top of that it lets a
+test inject faults (status codes for the next calls, dropped connections,
+delays, a stop and a restart on the same port) and inspect every request it
+received.
 
 Two ways to use it:
 
@@ -58,9 +62,20 @@ __all__ = [
     "pg_array_literal",
     "stored_text_of",
     "NotNullViolation",
+    "RICH",
+    "MAX_KEY_CHARS",
 ]
 
 DELETE_MODES = ("supported", 404, 405)
+
+# The opt-in richer backend: variables can be deleted, tool actions exist.
+RICH = {"delete_mode": "supported", "tools_route": True}
+
+# The real `variables.key` column is varchar(255): a longer key is a 500.
+MAX_KEY_CHARS = 255
+
+# The real app's keep-alive timeout (Node's http server: `Keep-Alive: timeout=5`).
+REAL_IDLE_TIMEOUT = 5.0
 
 # ---------------------------------------------------------------------------
 # How the real backend turns a JSON value into the text it stores.
@@ -186,10 +201,14 @@ def stored_text_of(value: Any) -> str:
 
     `value` is the JS view of the JSON (numbers as floats; see
     `_parse_json_js`), though Python ints are accepted too.
-    Raises NotNullViolation for null.
+    Raises NotNullViolation for null and for an empty object (both 500s).
     """
     if value is None:
         raise NotNullViolation("null value in column \"value\" violates not-null constraint")
+    if isinstance(value, dict) and not value:
+        # Observed: `{"value":{}}` is a 500 on the real backend (drizzle takes
+        # the empty object for "no value"), unlike any other object.
+        raise NotNullViolation("an empty object as the value is refused")
     if isinstance(value, str):
         return value
     if isinstance(value, list):
@@ -355,6 +374,12 @@ _NOT_FOUND_HTML = (
     b"<body><h1>404</h1><h2>This page could not be found.</h2></body></html>"
 )
 
+def _catch_all_reply(path: str) -> _Reply:
+    """The app's `src/app/api/[...notfound]` route: JSON, not Next's HTML page."""
+    return _json_reply(404, {"error": "Not Found", "message": "API endpoint '%s' does not exist" % path,
+                             "statusCode": 404, "timestamp": _iso_now()})
+
+
 _REASONS = {
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
     405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict", 429: "Too Many Requests",
@@ -469,24 +494,28 @@ class FakeBackend:
 
     Constructor options:
 
+    The defaults are the real backend; `FakeBackend(**RICH)` opts in to the
+    richer one the API contract allows (DELETE on variables, tool actions).
+
     token         the expected `BACKEND_TOKEN` (None: no auth check at all).
     host, port    where to listen; port 0 picks a free port on the first
                   start() and the same port is reused by later start() calls.
-    delete_mode   "supported" (DELETE answers 200, or 404 if missing), 405
-                  (the route has no DELETE: 405, empty body), or 404 (the
-                  Next.js not-found page).  Settable at any time.
-    tools_route   False: /api/internal/tools/execute does not exist (404 page,
-                  like the backend the reference describes).
+    delete_mode   405 (default, real: the route has no DELETE: 405, empty
+                  body, no Allow), "supported" (DELETE answers 200, or 404 if
+                  missing), or 404 (the Next.js not-found page).  Settable at
+                  any time.
+    tools_route   False (default, real): /api/internal/tools/execute does not
+                  exist (the app's JSON catch-all 404).  True: it does.
     strict_auth   True: the header must be exactly `Bearer <token>`.  False:
                   the real backend's check (the first "Bearer " is removed,
                   so a bare token is also accepted).
-    idle_timeout  seconds an idle keep-alive connection is kept.
+    idle_timeout  seconds an idle keep-alive connection is kept (real: 5).
     control_api   serve the /_fake/ control endpoints.
     """
 
     def __init__(self, token: Optional[str] = "test-backend-token", host: str = "127.0.0.1",
-                 port: int = 0, *, delete_mode: Any = "supported", tools_route: bool = True,
-                 strict_auth: bool = True, idle_timeout: float = 60.0, control_api: bool = True,
+                 port: int = 0, *, delete_mode: Any = 405, tools_route: bool = False,
+                 strict_auth: bool = True, idle_timeout: float = REAL_IDLE_TIMEOUT, control_api: bool = True,
                  verbose: bool = False):
         self.token = token
         self.host = host
@@ -599,25 +628,45 @@ class FakeBackend:
     # -- seeding and configuration ----------------------------------------
 
     def seed_execution(self, context: Dict[str, Any], *, complete: bool = True) -> str:
-        """Store an execution context; GET .../context answers it as given.
+        """Store an execution context; GET .../context answers it.
 
-        With complete=True the keys the real backend always sends are filled
-        in when missing: jobId "job-1", eventId null, userId "user-1",
-        metadata {}, event null, user null.  Returns the executionId.
+        With complete=True (default) it gets the real route's shape: the keys
+        it always sends, in its order (executionId, jobId "job-1", eventId,
+        userId "user-1", metadata {}, event, user), then any extra keys the
+        test gave, except `startTime`/`startedAt` (the real route has none).
+        `eventId` is always a string: the event's id, or "-1" when there is
+        no event (the real job row's default, never null).  An event object
+        gets the fields the real route selects that it lacks (content "",
+        runLocation "LOCAL", serverId null); `user` defaults to
+        {"id": userId, "email": null, "name": null}.  complete=False stores
+        the context verbatim.  Returns the executionId.
         """
         if "executionId" not in context:
             raise ValueError("an execution context needs an executionId")
         ctx = json.loads(json.dumps(context))  # a private deep copy
         if complete:
-            # The real route's key order, then any extra keys the test gave.
-            defaults = {"executionId": ctx["executionId"], "jobId": "job-1", "eventId": None,
-                        "userId": "user-1", "metadata": {}, "event": None, "user": None}
-            full = {k: ctx.get(k, v) for k, v in defaults.items()}
-            full.update((k, v) for k, v in ctx.items() if k not in full)
-            ctx = full
+            ctx = self._real_context_shape(ctx)
         with self._lock:
             self._executions[str(ctx["executionId"])] = ctx
         return str(ctx["executionId"])
+
+    @staticmethod
+    def _real_context_shape(ctx: Dict[str, Any]) -> Dict[str, Any]:
+        event = ctx.get("event")
+        if isinstance(event, dict):
+            event = {**event}
+            for k, v in (("content", ""), ("runLocation", "LOCAL"), ("serverId", None)):
+                event.setdefault(k, v)
+        event_id = ctx.get("eventId")
+        if event_id is None:
+            event_id = event.get("id") if isinstance(event, dict) and event.get("id") is not None else "-1"
+        user_id = ctx.get("userId", "user-1")
+        user = ctx["user"] if "user" in ctx else {"id": user_id, "email": None, "name": None}
+        full = {"executionId": ctx["executionId"], "jobId": ctx.get("jobId", "job-1"),
+                "eventId": event_id if isinstance(event_id, str) else js_stringify(event_id),
+                "userId": user_id, "metadata": ctx.get("metadata", {}), "event": event, "user": user}
+        full.update((k, v) for k, v in ctx.items() if k not in full and k not in ("startTime", "startedAt"))
+        return full
 
     def remove_execution(self, execution_id: str) -> None:
         with self._lock:
@@ -659,8 +708,12 @@ class FakeBackend:
             self.add_fault(rule)
 
     def configure(self, cfg: Dict[str, Any]) -> None:
-        """Set options from JSON: deleteMode, toolsRoute, strictAuth, token, idleTimeout."""
+        """Set options from JSON: rich, deleteMode, toolsRoute, strictAuth, token, idleTimeout."""
         with self._lock:
+            if "rich" in cfg:  # first, so that deleteMode / toolsRoute can refine it
+                rich = bool(cfg["rich"])
+                self.delete_mode = RICH["delete_mode"] if rich else 405
+                self.tools_route = rich
             if "deleteMode" in cfg:
                 mode = cfg["deleteMode"]
                 if isinstance(mode, str) and mode.isdigit():
@@ -1175,8 +1228,11 @@ class FakeBackend:
         lines.extend("%s: %s" % (k, v) for k, v in reply.headers)
         if h.close_connection:
             lines.append("Connection: close")
-        elif h.request_version == "HTTP/1.0":
-            lines.append("Connection: keep-alive")
+        else:
+            if h.request_version == "HTTP/1.0":
+                lines.append("Connection: keep-alive")
+            if self.idle_timeout:
+                lines.append("Keep-Alive: timeout=%d" % max(1, int(self.idle_timeout)))
         data = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
         if h.command != "HEAD" and reply.status not in (204, 304):
             data += reply.body
@@ -1197,11 +1253,19 @@ class FakeBackend:
             # Next.js (trailingSlash: false) redirects to the path without it.
             return _Reply(308, b"", None, [("Location", path.rstrip("/") or "/")])
         parts = path.split("/")[1:]
-        if parts[:2] != ["api", "internal"] or any(p == "" for p in parts):
-            return _Reply(404, _NOT_FOUND_HTML, "text/html; charset=utf-8")
+        if any(p == "" for p in parts):
+            # ... and an empty segment to the path with it collapsed.
+            return _Reply(308, b"", None, [("Location", "/" + "/".join(p for p in parts if p))])
+        if parts[:1] != ["api"]:
+            # Outside /api the app's i18n middleware sends the browser to a locale.
+            return _Reply(307, b"", None, [("Location", "/en" + path)])
+        if parts[:2] != ["api", "internal"]:
+            return _catch_all_reply(path)
         rest = [urllib.parse.unquote(p) for p in parts[2:]]
         raw_rest = parts[2:]
 
+        # An unknown method on a route that exists is Next's bare 405: empty
+        # body and no Allow header (OPTIONS alone lists the methods).
         route = None
         allowed: Tuple[str, ...] = ()
         if len(rest) == 3 and raw_rest[0] == "executions" and raw_rest[2] in ("context", "output", "condition"):
@@ -1220,11 +1284,11 @@ class FakeBackend:
         elif raw_rest == ["audit"]:
             route, allowed = "audit", ("POST",)
         if route is None:
-            return _Reply(404, _NOT_FOUND_HTML, "text/html; charset=utf-8")
+            return _catch_all_reply(path)
         if method == "OPTIONS":
             return _Reply(204, b"", None, [("Allow", ", ".join(allowed + ("OPTIONS",)))])
         if method not in allowed:
-            return _Reply(405, b"", None, [("Allow", ", ".join(allowed + ("OPTIONS",)))])
+            return _Reply(405, b"", None)
 
         if not self._authorized(h.headers.get("Authorization")):
             return _json_reply(401, {"error": "Unauthorized"})
@@ -1314,6 +1378,8 @@ class FakeBackend:
             return _json_reply(500, self._INTERNAL)
         if isinstance(sent, dict) and "value" in sent:
             write["hasValue"], write["value"] = True, sent["value"]
+        if len(key) > MAX_KEY_CHARS or "\x00" in key:  # varchar(255) in characters; no NUL in text
+            return _json_reply(500, self._INTERNAL)
         try:
             if js is None:
                 raise NotNullViolation("body is null")
@@ -1438,16 +1504,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--token", default="test-backend-token", help="expected BACKEND_TOKEN")
     p.add_argument("--no-auth", action="store_true", help="accept requests without a token")
     p.add_argument("--seed", help="JSON seed file (executions, variables, toolResults, config, faults)")
-    p.add_argument("--delete-mode", default="supported", choices=["supported", "404", "405"])
-    p.add_argument("--no-tools-route", action="store_true", help="no /api/internal/tools/execute (404)")
+    p.add_argument("--rich", action="store_true",
+                   help="the richer backend: DELETE on variables and /api/internal/tools/execute "
+                        "(default: the real backend, which has neither)")
+    p.add_argument("--delete-mode", default=None, choices=["supported", "404", "405"],
+                   help="DELETE on variables (default 405 as the real backend, supported with --rich)")
+    tools = p.add_mutually_exclusive_group()
+    tools.add_argument("--tools-route", dest="tools_route", action="store_true", default=None,
+                       help="serve /api/internal/tools/execute (on with --rich)")
+    tools.add_argument("--no-tools-route", dest="tools_route", action="store_false",
+                       help="no /api/internal/tools/execute: the JSON catch-all 404 (the default)")
+    p.add_argument("--idle-timeout", type=float, default=REAL_IDLE_TIMEOUT,
+                   help="seconds an idle keep-alive connection is kept (real: 5)")
     p.add_argument("--lenient-auth", action="store_true", help="the real backend's check: a bare token also passes")
     p.add_argument("--verbose", action="store_true", help="log requests on stderr")
     args = p.parse_args(argv)
 
+    delete_mode: Any = args.delete_mode or (RICH["delete_mode"] if args.rich else "405")
+    tools_route = args.tools_route if args.tools_route is not None else args.rich
     fb = FakeBackend(token=None if args.no_auth else args.token, host=args.host, port=args.port,
-                     delete_mode=args.delete_mode if args.delete_mode == "supported" else int(args.delete_mode),
-                     tools_route=not args.no_tools_route, strict_auth=not args.lenient_auth,
-                     verbose=args.verbose)
+                     delete_mode=delete_mode if delete_mode == "supported" else int(delete_mode),
+                     tools_route=tools_route, strict_auth=not args.lenient_auth,
+                     idle_timeout=args.idle_timeout, verbose=args.verbose)
     if args.seed:
         with open(args.seed, "r", encoding="utf-8") as f:
             fb.apply_seed(json.load(f))

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 
 import pytest
 
-from fakes.backend import js_number_text, pg_array_literal, stored_text_of
+from fakes.backend import RICH, js_number_text, pg_array_literal, stored_text_of
 from lib.backend import FakeBackend, start_fake, stop_fake
 
 TOKEN = "t0ken"
@@ -36,6 +37,13 @@ def fb():
     finally:
         problems = stop_fake(fake)
     assert problems == []
+
+
+@pytest.fixture
+def rich(fb):
+    """The same fake with the opt-in richer backend (DELETE, tool actions)."""
+    fb.configure({"rich": True})
+    return fb
 
 
 def call(fake, method, path, body=None, headers=None, auth=True, timeout=5):
@@ -93,7 +101,8 @@ ROUTES = [
 
 @pytest.mark.parametrize("method,path,body", ROUTES)
 @pytest.mark.parametrize("header", [None, "Bearer wrong", "bearer " + TOKEN, TOKEN, "Bearer ", "Basic " + TOKEN])
-def test_every_route_refuses_a_bad_token(fb, method, path, body, header):
+def test_every_route_refuses_a_bad_token(rich, method, path, body, header):
+    fb = rich
     fb.seed_variable("user-7", "k", "v")
     headers = {} if header is None else {"Authorization": header}
     st, hd, data = call(fb, method, path, body, headers=headers, auth=False)
@@ -101,6 +110,19 @@ def test_every_route_refuses_a_bad_token(fb, method, path, body, header):
     assert hd["content-type"] == "application/json"
     assert fb.variable("user-7", "k") == "v"        # nothing was changed
     assert fb.outputs == {} and fb.audit_events == [] and fb.conditions == {}
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong", "Bearer " + TOKEN])
+def test_real_default_answers_missing_routes_before_auth(fb, header):
+    """DELETE on a variable is a bare 405 and tools/execute the catch-all 404,
+    whatever the Authorization header (Next answers them before the route runs)."""
+    fb.seed_variable("user-7", "k", "v")
+    headers = {} if header is None else {"Authorization": header}
+    st, hd, data = call(fb, "DELETE", "/api/internal/variables/user-7/k", headers=headers, auth=False)
+    assert (st, data) == (405, b"") and "allow" not in hd and "content-type" not in hd
+    st, hd, data = call(fb, "POST", "/api/internal/tools/execute", ROUTES[6][2], headers=headers, auth=False)
+    assert st == 404 and hd["content-type"] == "application/json"
+    assert fb.variable("user-7", "k") == "v" and fb.tool_calls == [] and fb.variable_deletes == []
 
 
 def test_lenient_auth_is_the_real_backends_check(fb):
@@ -120,12 +142,41 @@ def test_token_none_disables_auth():
 
 # -- context -------------------------------------------------------------------
 
-def test_context_is_answered_as_seeded(fb):
+def test_context_is_answered_in_the_real_shape(fb):
     st, hd, data = call(fb, "GET", "/api/internal/executions/exec-1/context")
     assert st == 200 and hd["content-type"] == "application/json"
-    assert data == (b'{"executionId":"exec-1","jobId":"job-9","eventId":null,"userId":"user-7",'
-                    b'"metadata":{"input":{"n":1}},"event":{"id":"5","name":"E","type":"BASH"},"user":null}')
+    # eventId from the event (a string), the event's real extra fields, a user, no startTime
+    assert data == (b'{"executionId":"exec-1","jobId":"job-9","eventId":"5","userId":"user-7",'
+                    b'"metadata":{"input":{"n":1}},"event":{"id":"5","name":"E","type":"BASH",'
+                    b'"content":"","runLocation":"LOCAL","serverId":null},'
+                    b'"user":{"id":"user-7","email":null,"name":null}}')
     assert int(hd["content-length"]) == len(data)
+
+
+@pytest.mark.parametrize("seeded,event_id", [
+    ({}, "-1"),                                   # no event: the job row's "-1", never null
+    ({"eventId": None, "event": None}, "-1"),
+    ({"eventId": 42}, "42"),                      # a number becomes its text
+    ({"eventId": "ev-1", "event": {"id": "other"}}, "ev-1"),
+])
+def test_context_event_id_is_always_a_string(fb, seeded, event_id):
+    fb.seed_execution({"executionId": "e2", "userId": "u", **seeded})
+    got = json.loads(call(fb, "GET", "/api/internal/executions/e2/context")[2])
+    assert got["eventId"] == event_id
+
+
+def test_context_has_no_start_time_and_keeps_given_fields(fb):
+    fb.seed_execution({"executionId": "e3", "userId": "u", "startTime": "2025-01-01T00:00:00Z",
+                       "startedAt": "x", "user": None, "extra": 1,
+                       "event": {"id": "9", "name": "n", "type": "T", "content": "echo", "serverId": 3}})
+    got = json.loads(call(fb, "GET", "/api/internal/executions/e3/context")[2])
+    assert "startTime" not in got and "startedAt" not in got
+    assert got["user"] is None and got["extra"] == 1
+    assert got["event"] == {"id": "9", "name": "n", "type": "T", "content": "echo", "serverId": 3,
+                            "runLocation": "LOCAL"}
+    fb.seed_execution({"executionId": "e4", "startTime": "t"}, complete=False)   # verbatim
+    assert json.loads(call(fb, "GET", "/api/internal/executions/e4/context")[2]) == {
+        "executionId": "e4", "startTime": "t"}
 
 
 def test_context_of_unknown_execution_is_404(fb):
@@ -185,7 +236,8 @@ TEXT_CASES = [
     (b'{"value":[1,"a",null,[true,2.0],{"k":"v"}]}', '{"1","a",NULL,{"true","2"},"{\\"k\\":\\"v\\"}"}'),
     (b'{"value":["a\\"b","c\\\\d"]}', '{"a\\"b","c\\\\d"}'),
     (b'{"value":[]}', "{}"),
-    (b'{"value":{}}', "{}"),
+    (b'{"value":{"a":{}}}', '{"a":{}}'),
+    (rb'{"value":"\u00e9\ud83d\ude00"}', "\u00e9\U0001f600"),
     (b'{"other":1,"value":"v","value":"w"}', "w"),
 ]
 
@@ -205,14 +257,36 @@ def test_put_stores_the_text_the_real_column_would_hold(fb, body, stored):
     assert w["value"] == json.loads(body)["value"]      # what the client sent, as sent
 
 
-@pytest.mark.parametrize("body", [b'{"value":null}', b'{}', b'null', b'[1]', b'"x"', b'5', b'{"value":',
-                                  b'', b'{"value":NaN}', b'{"value":"a\\u0000b"}'])
+@pytest.mark.parametrize("body", [b'{"value":null}', b'{"value":{}}', b'{}', b'null', b'[1]', b'"x"', b'5',
+                                  b'{"value":', b'', b'{"value":NaN}', b'{"value":"a\\u0000b"}',
+                                  b'{"value":"v"} x'])
 def test_put_that_the_real_backend_refuses_is_500(fb, body):
     fb.seed_variable("user-7", "k", "old")
     st, _, data = call(fb, "PUT", "/api/internal/variables/user-7/k", body)
     assert (st, data) == (500, b'{"error":"Internal server error"}')
     assert fb.variable("user-7", "k") == "old"
     assert fb.variable_writes[-1]["status"] == 500 and fb.variable_writes[-1]["stored"] is None
+
+
+@pytest.mark.parametrize("key,status", [("k" * 255, 200), ("\u00e9" * 255, 200), ("k" * 256, 500),
+                                        ("\u00e9" * 256, 500), ("a%00b", 500)])
+def test_put_key_over_255_characters_is_500(fb, key, status):
+    """varchar(255) counts characters, not bytes; Postgres text holds no NUL."""
+    path = "/api/internal/variables/user-7/" + urllib.parse.quote(key, safe="%")
+    st, _, data = call(fb, "PUT", path, {"value": "v"})
+    assert st == status
+    if status == 500:
+        assert data == b'{"error":"Internal server error"}' and fb.variables == {}
+    else:
+        assert fb.variables == {("user-7", key): "v"}
+
+
+def test_js_number_precision_is_lost_above_2_to_53(fb):
+    for sent, stored in ((b"9007199254740993", "9007199254740992"), (b"9007199254740991", "9007199254740991"),
+                         (b"-12345678901234567891", "-12345678901234567000"), (b"0.1e1", "1"),
+                         (b"123456789012345678901234", "1.2345678901234569e+23")):
+        assert call(fb, "PUT", "/api/internal/variables/user-7/n", b'{"value":' + sent + b"}")[0] == 200
+        assert fb.variable("user-7", "n") == stored, sent
 
 
 def test_variable_writes_record_non_string_values_as_sent(fb):
@@ -252,7 +326,8 @@ def test_path_segments_are_percent_decoded_once(fb, raw_user, raw_key, user, key
     assert fb.last_request(method="PUT").path == path    # the raw path stays recorded
 
 
-def test_delete_supported(fb):
+def test_delete_supported(rich):
+    fb = rich
     fb.seed_variable("user-7", "k", "v")
     st, _, data = call(fb, "DELETE", "/api/internal/variables/user-7/k")
     assert (st, data) == (200, b'{"success":true}')
@@ -262,15 +337,25 @@ def test_delete_supported(fb):
     assert [d["existed"] for d in fb.variable_deletes] == [True, False]
 
 
-@pytest.mark.parametrize("mode,status,ctype", [(405, 405, None), (404, 404, "text/html; charset=utf-8")])
+@pytest.mark.parametrize("mode,status,ctype", [(None, 405, None), (405, 405, None),
+                                                (404, 404, "text/html; charset=utf-8")])
 def test_delete_unsupported(fb, mode, status, ctype):
     fb.seed_variable("user-7", "k", "v")
-    fb.delete_mode = mode
+    if mode is not None:
+        fb.delete_mode = mode
     st, hd, data = call(fb, "DELETE", "/api/internal/variables/user-7/k")
     assert st == status and hd.get("content-type") == ctype
-    if status == 405:
-        assert data == b"" and "DELETE" not in hd["allow"] and "PUT" in hd["allow"]
+    if status == 405:   # the real answer: empty, and no Allow header
+        assert data == b"" and "allow" not in hd
     assert fb.variable("user-7", "k") == "v" and fb.variable_deletes == []
+
+
+def test_options_lists_the_methods_of_a_route(fb):
+    st, hd, _ = call(fb, "OPTIONS", "/api/internal/variables/user-7/k")
+    assert st == 204 and hd["allow"] == "GET, HEAD, PUT, OPTIONS"
+    fb.configure({"rich": True})
+    assert call(fb, "OPTIONS", "/api/internal/variables/user-7/k")[1]["allow"] == "GET, HEAD, PUT, OPTIONS"
+    assert call(fb, "OPTIONS", "/api/internal/tools/execute")[1]["allow"] == "POST, OPTIONS"
 
 
 # -- output, condition, tools, audit ----------------------------------------------
@@ -304,7 +389,27 @@ TOOL = {"executionId": "exec-1", "userId": "user-7", "tool": "slack", "action": 
         "params": {"channel": "#x", "n": [1]}}
 
 
-def test_tool_default_echoes(fb):
+@pytest.mark.parametrize("what", ["output", "condition"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "PUT", "DELETE"])
+def test_output_and_condition_cannot_be_read_back(fb, what, method):
+    """The real backend has no way to give an output or a condition back."""
+    call(fb, "POST", "/api/internal/executions/exec-1/%s" % what, {what: True, "timestamp": "t"})
+    st, hd, data = call(fb, method, "/api/internal/executions/exec-1/%s" % what)
+    assert (st, data) == (405, b"") and "allow" not in hd
+
+
+def test_tools_route_is_the_json_catch_all_by_default(fb):
+    st, hd, data = call(fb, "POST", "/api/internal/tools/execute", TOOL)
+    got = json.loads(data)
+    assert st == 404 and hd["content-type"] == "application/json"
+    assert list(got) == ["error", "message", "statusCode", "timestamp"]
+    assert got["error"] == "Not Found" and got["statusCode"] == 404 and ISO_MS.match(got["timestamp"])
+    assert got["message"] == "API endpoint '/api/internal/tools/execute' does not exist"
+    assert fb.tool_calls == []
+
+
+def test_tool_default_echoes(rich):
+    fb = rich
     st, _, data = call(fb, "POST", "/api/internal/tools/execute", TOOL)
     assert st == 200
     assert json.loads(data) == {"success": True, "data": {"tool": "slack", "action": "send",
@@ -312,7 +417,8 @@ def test_tool_default_echoes(fb):
     assert fb.tool_calls == [TOOL]
 
 
-def test_tool_results_are_configurable(fb):
+def test_tool_results_are_configurable(rich):
+    fb = rich
     fb.set_tool_result("slack", {"success": False, "data": None, "error": "boom"})
     fb.set_tool_result("slack", lambda req: {"success": True, "data": req["params"]["n"]}, action="send")
     fb.set_tool_result("email", {"success": False, "error": "No connection"}, status=404)
@@ -323,14 +429,15 @@ def test_tool_results_are_configurable(fb):
     assert st == 404 and json.loads(data)["error"] == "No connection"
 
 
-def test_tool_bad_requests(fb):
+def test_tool_bad_requests(rich):
+    fb = rich
     st, _, data = call(fb, "POST", "/api/internal/tools/execute", {"tool": "slack"})
     assert (st, json.loads(data)) == (400, {"success": False, "error": "Invalid tool-action request"})
     st, _, data = call(fb, "POST", "/api/internal/tools/execute", dict(TOOL, executionId="nope"))
     assert (st, json.loads(data)) == (404, {"success": False, "error": "Execution not found"})
     fb.tools_route = False
-    st, hd, _ = call(fb, "POST", "/api/internal/tools/execute", TOOL)
-    assert st == 404 and hd["content-type"].startswith("text/html")
+    st, hd, data = call(fb, "POST", "/api/internal/tools/execute", TOOL)
+    assert st == 404 and hd["content-type"] == "application/json" and b"does not exist" in data
 
 
 def test_audit_events_are_recorded(fb):
@@ -343,15 +450,38 @@ def test_audit_events_are_recorded(fb):
     assert call(fb, "POST", "/api/internal/audit", b"nope")[0] == 500
 
 
-def test_unknown_routes_wrong_methods_and_trailing_slash(fb):
-    st, hd, data = call(fb, "GET", "/api/internal/nothing")
-    assert st == 404 and hd["content-type"].startswith("text/html") and b"404" in data
-    st, _, _ = call(fb, "GET", "/executions/exec-1/context")
-    assert st == 404
+def test_unknown_routes_wrong_methods_and_redirects(fb):
+    for method in ("GET", "POST", "PUT", "DELETE", "PATCH"):
+        st, hd, data = call(fb, method, "/api/internal/nothing", auth=False)
+        assert st == 404 and hd["content-type"] == "application/json", method
+        assert json.loads(data)["message"] == "API endpoint '/api/internal/nothing' does not exist"
+    st, hd, _ = call(fb, "GET", "/executions/exec-1/context")
+    assert st == 307 and hd["location"] == "/en/executions/exec-1/context"
     st, hd, data = call(fb, "POST", "/api/internal/executions/exec-1/context", {}, auth=False)
-    assert (st, data) == (405, b"") and "GET" in hd["allow"]
+    assert (st, data) == (405, b"") and "allow" not in hd
     st, hd, _ = call(fb, "GET", "/api/internal/audit/")
     assert st == 308 and hd["location"] == "/api/internal/audit"
+    st, hd, _ = call(fb, "GET", "/api/internal/variables//k")         # an empty segment
+    assert st == 308 and hd["location"] == "/api/internal/variables/k"
+    st, hd, _ = call(fb, "PUT", "/api/internal/variables/user-7/k/", {"value": "v"})
+    assert st == 308 and hd["location"] == "/api/internal/variables/user-7/k" and fb.variables == {}
+
+
+def test_idle_keep_alive_connection_is_closed_after_the_real_5s():
+    with FakeBackend(token=None) as fake:
+        assert fake.idle_timeout == 5.0
+        s, f = raw_socket(fake)
+        try:
+            s.sendall(b"GET /api/internal/variables/u/k HTTP/1.1\r\nHost: x\r\n\r\n")
+            st, hd, _ = read_response(f)
+            assert st == 404 and hd["keep-alive"] == "timeout=5"
+            t0 = time.monotonic()
+            s.settimeout(8)
+            assert f.read(1) == b""                       # the server closed it
+            assert 4.5 <= time.monotonic() - t0 < 7.0
+        finally:
+            f.close()
+            s.close()
 
 
 # -- inspection -------------------------------------------------------------------
@@ -599,15 +729,67 @@ def test_control_api_in_process(fb):
     with pytest.raises(ConnectionError):
         call(fb, "GET", "/api/internal/executions/e2/context")
     assert call(fb, "GET", "/api/internal/executions/e2/context")[0] == 200
-    assert ctl("POST", "/_fake/config", {"deleteMode": 405})[0] == 200
-    assert call(fb, "DELETE", "/api/internal/variables/u2/n")[0] == 405
+    assert call(fb, "DELETE", "/api/internal/variables/u2/n")[0] == 405          # the real default
+    assert ctl("POST", "/_fake/config", {"rich": True})[0] == 200
+    assert call(fb, "DELETE", "/api/internal/variables/u2/n")[0] == 200
+    assert call(fb, "POST", "/api/internal/tools/execute", dict(TOOL, executionId="e2"))[0] == 200
+    assert ctl("POST", "/_fake/config", {"rich": True, "deleteMode": 405})[0] == 200
+    assert (fb.delete_mode, fb.tools_route) == (405, True)
     st, state = ctl("GET", "/_fake/state")
     assert state["counts"]["GET /api/internal/executions/e2/context"] == 3
-    assert state["variables"][0]["value"] == "3" and state["config"]["deleteMode"] == 405
+    assert state["variables"] == [] and state["config"]["deleteMode"] == 405
     assert [r["fault"] for r in state["requests"]][:2] == ["status:503", "drop"]
     assert ctl("POST", "/_fake/faults", {"type": "nope"})[0] == 400
     assert ctl("POST", "/_fake/reset", {})[0] == 200
     assert fb.requests == [] and fb.executions == {}
+
+
+def test_rich_opt_in_matches_the_constructor_options():
+    assert RICH == {"delete_mode": "supported", "tools_route": True}
+    with FakeBackend(token=None, **RICH) as fake:
+        fake.seed_execution({"executionId": "e", "userId": "u"})
+        fake.seed_variable("u", "k", "v")
+        assert call(fake, "DELETE", "/api/internal/variables/u/k", auth=False)[0] == 200
+        assert call(fake, "POST", "/api/internal/tools/execute", dict(TOOL, executionId="e"), auth=False)[0] == 200
+    with FakeBackend(token=None) as fake:
+        assert (fake.delete_mode, fake.tools_route, fake.idle_timeout) == (405, False, 5.0)
+
+
+@pytest.mark.parametrize("args,delete_status,tool_status", [
+    ([], 405, 404), (["--rich"], 200, 200), (["--rich", "--delete-mode", "405"], 405, 200),
+    (["--tools-route"], 405, 200), (["--rich", "--no-tools-route"], 200, 404),
+    (["--delete-mode", "supported"], 200, 404),
+])
+def test_cli_real_default_and_rich_flags(tmp_path, args, delete_status, tool_status):
+    seed = tmp_path / "seed.json"
+    seed.write_text(json.dumps({"executions": [{"executionId": "e", "userId": "u"}],
+                                "variables": [{"userId": "u", "key": "k", "value": "v"}]}))
+    proc = subprocess.Popen([sys.executable, BACKEND_PY, "--port", "0", "--no-auth", "--seed", str(seed)] + args,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith(b"fake-backend listening on http://127.0.0.1:"), (line, proc.stderr.read())
+        port = int(line.strip().rsplit(b":", 1)[1])
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        try:
+            conn.request("DELETE", "/api/internal/variables/u/k")
+            r = conn.getresponse()
+            r.read()
+            assert r.status == delete_status
+            conn.request("POST", "/api/internal/tools/execute", body=json.dumps(dict(TOOL, executionId="e")))
+            r = conn.getresponse()
+            r.read()
+            assert r.status == tool_status
+        finally:
+            conn.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_cli_with_seed_control_outage_and_sigterm(tmp_path):
