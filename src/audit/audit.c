@@ -238,9 +238,11 @@ bool crt_audit_reserve(crt_audit *a)
         return true;
     if (a->draining)
         return false;
-    for (int i = 0; i < a->nsinks; i++)
-        if (a->sinks[i]->vt->room(a->sinks[i]) <= a->sinks[i]->reserved)
+    for (int i = 0; i < a->nsinks; i++) {
+        const audit_sink *s = a->sinks[i];
+        if (!s->vt->ok(s) || s->vt->room(s) <= s->reserved)
             return false;
+    }
     for (int i = 0; i < a->nsinks; i++)
         a->sinks[i]->reserved++;
     return true;
@@ -264,7 +266,8 @@ bool crt_audit_lossy(const crt_audit *a)
     uint64_t now = crt_now_ms();
     for (int i = 0; i < a->nsinks; i++) {
         const audit_sink *s = a->sinks[i];
-        if ((s->last_loss_ms && now - s->last_loss_ms < LOSSY_WINDOW_MS) || s->vt->room(s) <= s->reserved)
+        if ((s->last_loss_ms && now - s->last_loss_ms < LOSSY_WINDOW_MS) || !s->vt->ok(s) ||
+            s->vt->room(s) <= s->reserved)
             return true;
     }
     return false;
@@ -425,6 +428,11 @@ crt_audit *crt_audit_new(uv_loop_t *loop, const crt_audit_opts *o, crt_metrics *
             goto oom;
         a->sinks[a->nsinks++] = s;
         a->open++;
+    }
+    if (a->required && !a->nsinks) {
+        snprintf(err, errcap, "audit.required is on but no audit sink is configured (audit.backend, audit.file)");
+        crt_audit_free(a);
+        return NULL;
     }
     return a;
 oom:

@@ -33,6 +33,9 @@ typedef struct audit_sink_vt {
     bool (*put)(audit_sink *s, const audit_rec *r);
     /* Events it can take now, reservations not subtracted. */
     size_t (*room)(const audit_sink *s);
+    /* Working (a file sink whose last write failed is not): reservations
+     * are refused while false. */
+    bool (*ok)(const audit_sink *s);
     /* Stop taking events, write what is held; audit_sink_drained when done. */
     void (*drain)(audit_sink *s);
     /* The deadline passed or the client goes: drop (count) what is held. */

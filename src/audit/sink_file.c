@@ -5,8 +5,10 @@
  * meanwhile, so a busy service writes few, large batches. At most queue_max
  * events wait; more are dropped and counted. SIGHUP reopens the path (log
  * rotation: mv the file, send SIGHUP, the next batch goes to a new file).
- * A failed write loses its batch (counted "failed") and the sink refuses
- * events for FAIL_BACKOFF_MS, so audit.required refuses writes meanwhile. */
+ * A failed write loses its batch (counted "failed"); the sink is then
+ * broken until a write succeeds: it keeps queueing (bounded), tries again
+ * at the first event after FAIL_BACKOFF_MS, and meanwhile audit.required
+ * refuses writes (a refusal is itself an event, so it drives the retry). */
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,7 +38,8 @@ typedef struct file_sink {
     uv_signal_t hup;
     bool hup_open;
     bool reopen_wanted, draining, closing;
-    uint64_t failed_at;             /* crt_now_ms() of the last failure; 0: none */
+    uint64_t failed_at;             /* crt_now_ms() of the last failure */
+    bool broken;                    /* the last write or open failed */
 } file_sink;
 
 static void kick(file_sink *s);
@@ -58,16 +61,16 @@ static void maybe_free(file_sink *s)
     audit_sink_closed(owner);
 }
 
+/* Backing off after a failure: nothing is tried. */
 static bool failing(const file_sink *s)
 {
-    return s->failed_at && crt_now_ms() - s->failed_at < FAIL_BACKOFF_MS;
+    return s->broken && crt_now_ms() - s->failed_at < FAIL_BACKOFF_MS;
 }
 
 static void fail(file_sink *s, const char *what, int err)
 {
     s->failed_at = crt_now_ms();
-    if (!s->failed_at)
-        s->failed_at = 1;
+    s->broken = true;
     CRT_LOGF(CRT_LOG_ERROR, "audit file", CRT_LS("op", what), CRT_LS("path", s->path), CRT_LS("error", uv_strerror(err)));
 }
 
@@ -132,7 +135,7 @@ static void on_fs(uv_fs_t *r)
             }
             audit_sink_count(&s->base, AR_FAILED, s->writing_count);
         } else {
-            s->failed_at = 0;
+            s->broken = false;
             audit_sink_count(&s->base, AR_DONE, s->writing_count);
         }
         crt_buf_reset(&s->writing);
@@ -192,7 +195,7 @@ static void kick(file_sink *s)
         if (s->op != OP_NONE)
             return;
     }
-    if (s->fd >= 0 && s->pending.len) {
+    if (s->fd >= 0 && s->pending.len && !failing(s)) {
         crt_buf t = s->writing;         /* swap: pending becomes the batch */
         s->writing = s->pending;
         s->pending = t;
@@ -227,7 +230,7 @@ static void on_hup_closed(uv_handle_t *h)
 static bool f_put(audit_sink *base, const audit_rec *r)
 {
     file_sink *s = crt_container_of(base, file_sink, base);
-    if (s->closing || s->base.drained || s->pending_n >= s->cap || failing(s))
+    if (s->closing || s->base.drained || s->pending_n >= s->cap)
         return false;
     audit_render(&s->pending, r, AUDIT_FMT_LINE);
     s->pending_n++;
@@ -239,10 +242,12 @@ static bool f_put(audit_sink *base, const audit_rec *r)
 static size_t f_room(const audit_sink *base)
 {
     const file_sink *s = crt_container_of(base, file_sink, base);
-    if (s->closing || s->base.drained || failing(s))
+    if (s->closing || s->base.drained)
         return 0;
     return s->cap - s->pending_n;
 }
+
+static bool f_ok(const audit_sink *base) { return !crt_container_of(base, file_sink, base)->broken; }
 
 static void stop_hup(file_sink *s)
 {
@@ -256,7 +261,7 @@ static void f_drain(audit_sink *base)
 {
     file_sink *s = crt_container_of(base, file_sink, base);
     s->draining = true;
-    s->failed_at = 0;                   /* one more try with what is left */
+    s->failed_at = 0;                   /* one more try with what is left, at once */
     stop_hup(s);
     kick(s);
 }
@@ -286,7 +291,7 @@ static void f_close(audit_sink *base)
     maybe_free(s);
 }
 
-static const audit_sink_vt file_vt = {f_put, f_room, f_drain, f_abandon, f_close};
+static const audit_sink_vt file_vt = {f_put, f_room, f_ok, f_drain, f_abandon, f_close};
 
 audit_sink *audit_file_sink_new(crt_audit *owner, uv_loop_t *loop, const char *path, size_t queue_max,
                                 crt_metrics *m, char *err, size_t errcap)

@@ -22,6 +22,12 @@ static size_t l_room(const audit_sink *s)
     return (size_t)-1;
 }
 
+static bool l_ok(const audit_sink *s)
+{
+    (void)s;
+    return true;
+}
+
 static void l_drain(audit_sink *s) { audit_sink_drained(s); }
 static void l_abandon(audit_sink *s) { audit_sink_drained(s); }
 
@@ -32,7 +38,7 @@ static void l_close(audit_sink *s)
     audit_sink_closed(owner);
 }
 
-static const audit_sink_vt log_vt = {l_put, l_room, l_drain, l_abandon, l_close};
+static const audit_sink_vt log_vt = {l_put, l_room, l_ok, l_drain, l_abandon, l_close};
 
 audit_sink *audit_log_sink_new(crt_audit *owner, crt_metrics *m)
 {

@@ -340,6 +340,9 @@ static void test_free_without_drain(void **state)
     o = (crt_audit_opts){.file = "/nonexistent-dir/audit.jsonl"};
     assert_null(crt_audit_new(&f->loop, &o, f->m, err, sizeof err));
     assert_non_null(strstr(err, "audit.file"));
+    o = (crt_audit_opts){.required = true};     /* required, and nothing could take an event */
+    assert_null(crt_audit_new(&f->loop, &o, f->m, err, sizeof err));
+    assert_non_null(strstr(err, "audit.required"));
 }
 
 int main(void)
