@@ -42,10 +42,18 @@ static void on_ready(crt_req *req, void *ctx)
                 degraded = true;
         }
     }
+    /* server.workers > 1: unready unless every worker is up (metrics_shared.h). */
+    unsigned wready = 0, wtotal = 0;
+    bool workers = crt_metrics_workers_ready(app->metrics, &wready, &wtotal);
+    if (workers && wready < wtotal)
+        unready = true;
     crt_buf *b = &req->resp_body;
     crt_buf_reset(b);
-    crt_buf_printf(b, "{\"status\":\"%s\",\"checks\":{\"valkey\":\"%s\",\"backend\":\"%s\"}}",
+    crt_buf_printf(b, "{\"status\":\"%s\",\"checks\":{\"valkey\":\"%s\",\"backend\":\"%s\"}",
                    unready ? "unready" : degraded ? "degraded" : "ready", names[st[0]], names[st[1]]);
+    if (workers)
+        crt_buf_printf(b, ",\"workers\":{\"ready\":%u,\"total\":%u}", wready, wtotal);
+    crt_buf_putc(b, '}');
     crt_req_respond(req, unready ? 503 : 200, "application/json", b->data, b->len);
 }
 

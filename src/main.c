@@ -14,7 +14,9 @@
 #include <curl/curl.h>
 #include "cronium/app.h"
 #include "cronium/log.h"
+#include "cronium/metrics_shared.h"
 #include "cronium/runtime.h"
+#include "cronium/supervisor.h"
 
 extern char **environ;
 
@@ -275,6 +277,43 @@ int main(int argc, char **argv)
         crt_config_fini(&cfg);
         return 2;
     }
+    /* server.workers: dev mode keeps its store in this process's memory, so
+     * several workers would each answer from different data. An explicit
+     * number is refused; auto means "what fits", which in dev mode is 1. */
+    if (cfg.dev && cfg.nworkers > 1) {
+        if (strcmp(cfg.workers, "auto") != 0) {
+            fprintf(stderr, "cronium-runtime: configuration error: server.workers (WORKERS): dev mode keeps "
+                            "its data in one process's memory, %lld workers would each see different data; "
+                            "use 1 (the default) or run in production mode\n", (long long)cfg.nworkers);
+            crt_config_fini(&cfg);
+            return 2;
+        }
+        cfg.nworkers = 1;
+        CRT_LOGF(CRT_LOG_INFO, "dev mode: server.workers auto means 1 worker (the store is in memory)");
+    }
+    unsigned worker_idx = 0, worker_total = 0;
+    int is_worker = crt_worker_identity(&worker_idx, &worker_total);
+    if (is_worker < 0) {
+        fprintf(stderr, "cronium-runtime: %s is malformed or its supervisor is gone\n", CRT_WORKER_ENV);
+        crt_config_fini(&cfg);
+        return 2;
+    }
+    if (!is_worker && cfg.nworkers > 1) {
+        /* This process becomes the supervisor and serves nothing itself. */
+        int sup_rc = crt_supervisor_run(&cfg, argv);
+        crt_config_fini(&cfg);
+        return sup_rc;
+    }
+    crt_mshared *shared = NULL;
+    if (is_worker) {
+        shared = crt_mshared_map(CRT_WORKER_FD, worker_total, (int)worker_idx);
+        if (!shared) {
+            fprintf(stderr, "cronium-runtime: worker %u: descriptor %d is not the supervisor's segment\n",
+                    worker_idx, CRT_WORKER_FD);
+            crt_config_fini(&cfg);
+            return 2;
+        }
+    }
     /* Dev mode never talks HTTP outwards: skipping curl's global set-up
      * (TLS libraries and their configuration) keeps it small and quick. */
     bool curl_ready = false;
@@ -304,8 +343,13 @@ int main(int argc, char **argv)
     if (rc == 0) {
         CRT_LOGF(CRT_LOG_INFO, "cronium-runtime listening", CRT_LS("host", cfg.host), CRT_LI("port", cfg.port),
                  CRT_LS("mode", cfg.dev ? "dev" : "production"), CRT_LS("version", CRT_VERSION),
-                 CRT_LI("pid", getpid()));
+                 CRT_LI("pid", getpid()), CRT_LI("worker", is_worker ? (long long)worker_idx : -1));
+        if (shared && (rc = crt_mshared_start(shared, loop, app.metrics, &app.stopping)) != 0) {
+            CRT_LOGF(CRT_LOG_ERROR, "worker cannot publish its metrics", CRT_LS("error", uv_strerror(rc)));
+            crt_app_stop(&app);
+        }
         uv_run(loop, UV_RUN_DEFAULT);
+        crt_mshared_stop(shared);
         CRT_LOGF(CRT_LOG_INFO, "stopped");
     } else if (!app.stopping) {
         /* Close what was opened, then let the loop release it. */
@@ -315,6 +359,7 @@ int main(int argc, char **argv)
     crt_log_detach();
     uv_run(loop, UV_RUN_DEFAULT);       /* let the last close callbacks run */
     crt_app_fini(&app);
+    crt_mshared_free(shared);
     if (uv_loop_close(loop) != 0)
         fprintf(stderr, "cronium-runtime: loop closed with handles still open\n");
     if (curl_ready)

@@ -20,6 +20,8 @@ typedef struct crt_config {
     uint64_t shutdown_timeout_ms;
     int64_t max_body_bytes;
     int64_t max_connections;
+    char *workers;                  /* "auto" or a number, as written */
+    int64_t nworkers;               /* derived: how many worker processes */
     /* auth */
     char *jwt_secret;
     char *jwt_issuer;
@@ -92,6 +94,9 @@ void crt_config_print(const crt_config *c, crt_buf *out);
 int crt_parse_duration(const char *s, uint64_t *ms);
 int crt_parse_int(const char *s, int64_t *v);
 int crt_parse_bool(const char *s, bool *v);
+/* server.workers: "auto" (CPUs available to the process) or 1..CRT_CONFIG_WORKERS_MAX. */
+#define CRT_CONFIG_WORKERS_MAX 256
+int crt_config_workers(const char *s, int64_t *n);
 /* Expands ${VAR} and ${VAR:-default} using getenv. Caller frees. */
 char *crt_config_expand(const char *s, crt_buf *err);
 

@@ -40,7 +40,18 @@ void crt_histogram_observe(crt_histogram *h, double seconds);
 /* HTTP requests by route, method and status, and the latency histogram. */
 void crt_metrics_request(crt_metrics *m, const char *route, const char *method, int status, uint64_t dur_ns);
 
-/* Appends the whole exposition, process metrics included. */
+/* Appends the whole exposition, process metrics included. With workers
+ * (crt_metrics_set_shared), the sum over every worker instead. */
 void crt_metrics_render(crt_metrics *m, crt_buf *out);
+/* This process's own exposition, whatever the mode. */
+void crt_metrics_render_local(crt_metrics *m, crt_buf *out);
+
+/* server.workers > 1: the segment shared with the other workers (NULL:
+ * one process, the default, and nothing changes). */
+struct crt_mshared;
+void crt_metrics_set_shared(crt_metrics *m, struct crt_mshared *sh);
+/* For /ready: false with one process; else true, with the workers alive
+ * and ready and the number configured. */
+bool crt_metrics_workers_ready(const crt_metrics *m, unsigned *ready, unsigned *total);
 
 #endif

@@ -1,5 +1,6 @@
 /* The settings table and its loaders: YAML (libyaml), environment, validation. */
 #include <ctype.h>
+#include <sched.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,6 +26,7 @@ static const crt_config_opt opts[] = {
     {"server", "shutdownTimeout", "SHUTDOWN_TIMEOUT", CRT_CT_DUR, "10s", 0, DAY_MS, OFF(shutdown_timeout_ms), NULL, "On SIGTERM, how long in-flight requests may take to finish."},
     {"server", "maxBodyBytes", "MAX_BODY_BYTES", CRT_CT_INT, "1048576", 1, 1LL << 30, OFF(max_body_bytes), NULL, "Largest request body accepted (413 above)."},
     {"server", "maxConnections", "MAX_CONNECTIONS", CRT_CT_INT, "10000", 1, 1000000, OFF(max_connections), NULL, "Open connections allowed; the newest past it gets 503."},
+    {"server", "workers", "WORKERS", CRT_CT_STR, "1", 0, 0, OFF(workers), NULL, "Worker processes sharing the port (SO_REUSEPORT) under a supervisor: a number, or auto (one per CPU available)."},
     {"auth", "jwtSecret", "JWT_SECRET", CRT_CT_SECRET, NULL, 0, 0, OFF(jwt_secret), NULL, "HMAC secret of execution tokens. Required outside dev mode."},
     {"auth", "issuer", "JWT_ISSUER", CRT_CT_STR, NULL, 0, 0, OFF(jwt_issuer), NULL, "If set, a token's iss must equal it."},
     {"auth", "leeway", "JWT_LEEWAY", CRT_CT_DUR, "30s", 0, 3600000, OFF(jwt_leeway_ms), NULL, "Clock skew allowed for exp, nbf and iat."},
@@ -69,6 +71,23 @@ int crt_parse_int(const char *s, int64_t *v)
     if (errno || *end || isspace((unsigned char)*s))
         return CRT_EINVAL;
     *v = x;
+    return 0;
+}
+
+/* "auto": the CPUs this process may run on (sched_getaffinity, so a
+ * container's cpuset counts, not the host's cores). */
+int crt_config_workers(const char *s, int64_t *n)
+{
+    if (s && strcasecmp(s, "auto") == 0) {
+        cpu_set_t set;
+        int cpus = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 1;
+        *n = cpus < 1 ? 1 : cpus > CRT_CONFIG_WORKERS_MAX ? CRT_CONFIG_WORKERS_MAX : cpus;
+        return 0;
+    }
+    int64_t v;
+    if (crt_parse_int(s, &v) || v < 1 || v > CRT_CONFIG_WORKERS_MAX)
+        return CRT_EINVAL;
+    *n = v;
     return 0;
 }
 
@@ -486,6 +505,11 @@ int crt_config_load_env(crt_config *c, char *const *envp, crt_buf *err)
 
 int crt_config_validate(crt_config *c, crt_buf *err)
 {
+    if (crt_config_workers(c->workers, &c->nworkers) != 0) {
+        crt_buf_printf(err, "server.workers (WORKERS): \"%s\" is neither auto nor a number in [1, %d]",
+                       c->workers ? c->workers : "", CRT_CONFIG_WORKERS_MAX);
+        return CRT_EINVAL;
+    }
     if (!c->backend_url || !*c->backend_url)
         c->dev = true;
     if (!c->dev && (!c->jwt_secret || !*c->jwt_secret)) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <uv.h>
 #include "cronium/metrics.h"
+#include "cronium/metrics_shared.h"
 
 #define MAX_SERIES 256
 #define MAX_REQ_SERIES 512
@@ -42,6 +43,7 @@ struct crt_metrics {
     uint64_t req_overflow;
     crt_histogram latency;
     double start_time;
+    crt_mshared *shared;        /* workers > 1 only */
 };
 
 crt_metrics *crt_metrics_new(void)
@@ -189,7 +191,25 @@ static int count_fds(void)
     return n - 1; /* the directory's own fd */
 }
 
+void crt_metrics_set_shared(crt_metrics *m, crt_mshared *sh) { m->shared = sh; }
+
+bool crt_metrics_workers_ready(const crt_metrics *m, unsigned *ready, unsigned *total)
+{
+    if (!m->shared)
+        return false;
+    *ready = crt_mshared_ready(m->shared, total);
+    return true;
+}
+
 void crt_metrics_render(crt_metrics *m, crt_buf *out)
+{
+    if (m->shared)
+        crt_mshared_render(m->shared, out);
+    else
+        crt_metrics_render_local(m, out);
+}
+
+void crt_metrics_render_local(crt_metrics *m, crt_buf *out)
 {
     crt_buf_puts(out, "# HELP cronium_runtime_http_requests_total HTTP requests by route, method and status.\n"
                       "# TYPE cronium_runtime_http_requests_total counter\n");
