@@ -7,7 +7,7 @@
 #include <string.h>
 #include "cronium/app.h"
 #include "cronium/log.h"
-#include "cronium/runtime.h"
+#include "cronium/api.h"
 #include "app_int.h"
 
 static void on_health(crt_req *req, void *ctx)
@@ -264,7 +264,7 @@ int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg)
         crt_app_store_free(app);    /* the clients' handles close as the loop runs */
         return CRT_EINVAL;
     }
-    crt_runtime_opts ro = {
+    crt_api_opts ao = {
         .jwt_secret = cfg->jwt_secret,
         .jwt_algorithms = cfg->jwt_algorithms,
         .jwt_leeway_ms = cfg->jwt_leeway_ms,
@@ -278,8 +278,8 @@ int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg)
         .store = app->store,
         .audit = app->audit,
     };
-    app->runtime = crt_runtime_new(&ro);
-    if (!app->runtime)
+    app->api = crt_api_new(&ao);
+    if (!app->api)
         return CRT_EINVAL;
     return 0;
 }
@@ -300,7 +300,7 @@ int crt_app_start(crt_app *app)
 
 void crt_app_fini(crt_app *app)
 {
-    crt_runtime_free(app->runtime);
+    crt_api_free(app->api);
     crt_app_store_free(app);
     crt_server_close(app->server, NULL, NULL);   /* the loop has run dry: frees now */
     crt_router_free(app->router);

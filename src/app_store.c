@@ -12,7 +12,7 @@
 #include <unistd.h>
 #include "cronium/log.h"
 #include "cronium/prodstore.h"
-#include "cronium/runtime.h"
+#include "cronium/jwt.h"
 #include "app_int.h"
 
 #define AUDIT_FLUSH_MS 3000     /* audit drain allowed at shutdown */

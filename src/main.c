@@ -15,7 +15,7 @@
 #include "cronium/app.h"
 #include "cronium/log.h"
 #include "cronium/metrics_shared.h"
-#include "cronium/runtime.h"
+#include "cronium/jwt.h"
 #include "cronium/supervisor.h"
 
 extern char **environ;

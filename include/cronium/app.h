@@ -16,7 +16,7 @@
 #include "cronium/metrics.h"
 #include "cronium/store.h"
 
-typedef struct crt_runtime crt_runtime;
+typedef struct crt_api crt_api;
 
 typedef enum { CRT_CHECK_UP, CRT_CHECK_DOWN, CRT_CHECK_DISABLED } crt_check_state;
 typedef crt_check_state (*crt_check_fn)(void *ctx);
@@ -40,7 +40,7 @@ typedef struct crt_app {
     crt_cache *cache;               /* production with cache.url: owned; NULL otherwise or once released */
     crt_store *store;               /* owned; the production store borrows both clients */
     crt_audit *audit;               /* owned; the backend shipper borrows the backend client */
-    crt_runtime *runtime;           /* the execution API's handlers (auth, limits, endpoints) */
+    crt_api *api;                   /* the execution API's handlers (auth, limits, endpoints) */
     crt_ready_check checks[CRT_MAX_READY_CHECKS];
     size_t nchecks;
     uv_signal_t sigterm;

@@ -59,6 +59,11 @@ uint64_t crt_jwt_cache_hits(const crt_jwt *v);
 int crt_jwt_sign(unsigned alg, const char *secret, size_t secret_len, const char *payload, size_t plen,
                  crt_buf *out);
 
+/* Mints an HS256 token with the claims the orchestrator uses (token.c; the
+ * `token` command and dev mode). */
+int crt_token_mint(const char *secret, const char *execution_id, const char *user_id, const char *job_id,
+                   const char *event_id, const char *issuer, int64_t ttl_s, crt_buf *out);
+
 /* base64url without padding. decode is strict: only the URL alphabet, no
  * padding, no stray bits. Return 0 or CRT_EINVAL. */
 int crt_b64url_encode(const void *in, size_t n, crt_buf *out);

@@ -1,7 +1,6 @@
 /* Token minting for the `token` command and dev mode. */
 #include <string.h>
 #include "cronium/jwt.h"
-#include "cronium/runtime.h"
 
 static void put_str(crt_buf *b, const char *name, const char *v)
 {

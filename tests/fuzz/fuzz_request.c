@@ -37,7 +37,7 @@
 #include "cronium/app.h"
 #include "cronium/map.h"
 #include "cronium/log.h"
-#include "cronium/runtime.h"
+#include "cronium/jwt.h"
 
 /* Built twice (tests/fuzz/meson.build): fuzz_request runs the dev store;
  * fuzz_request_prod (-DFUZZ_REQUEST_PROD=1) the production store, with the

@@ -14,7 +14,6 @@
 #include <openssl/hmac.h>
 
 #include "cronium/jwt.h"
-#include "cronium/runtime.h"
 
 #define NOW 1700000000LL
 #define SECRET "unit-test-secret-0123456789abcdef"

@@ -1,4 +1,4 @@
-/* Unit tests for crt_key_valid (src/runtime/runtime.c), the API.md §3 key
+/* Unit tests for crt_key_valid (src/api/keys.c), the API.md §3 key
  * rule: 1–255 bytes of UTF-8 without control characters, and not "." or "..". */
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,7 +8,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "cronium/runtime.h"
+#include "cronium/keys.h"
 
 typedef struct key_case {
     const char *name;
