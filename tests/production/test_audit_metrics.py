@@ -25,7 +25,8 @@ def _check_event_shape(e):
     assert isinstance(e["timestamp"], str) and RFC3339.match(e["timestamp"]), e
 
 
-def test_audit_events_for_successes(stack):
+def test_audit_events_for_successes(rich_stack):
+    stack = rich_stack   # a tool action that succeeds needs the fake's opt-in tools route
     eid, uid, c = stack.execution()
     assert_ok(c.put(_vpath(eid, "audited"), {"value": 1}), {"success": True})
     assert_ok(c.get(_vpath(eid, "audited")), {"success": True, "data": {"key": "audited", "value": 1}})

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from lib.backend import RICH
 from lib.http import Client, assert_error, assert_ok
 from lib.proc import HOST
 
@@ -73,7 +74,7 @@ def test_put_at_maxmemory_noeviction_never_reads_old(make_stack):
 
 def test_refused_set_and_del_bypass_the_cache(make_stack):
     """Valkey connected but refusing SET and DEL (ACL: -NOPERM): reads go to the backend."""
-    st = make_stack()
+    st = make_stack(fake_kwargs=RICH)   # it deletes a variable: the fake's opt-in DELETE
     eid, uid, c = st.execution()
     assert_ok(c.put(_vpath(eid, "k"), {"value": 1}), {"success": True})
     assert_ok(c.get(_vpath(eid, "k")), _val("k", 1))

@@ -51,7 +51,8 @@ def test_context_has_the_section5_fields(stack):
     assert data["userId"] == uid
     assert isinstance(data["startTime"], str) and RFC3339.match(data["startTime"]), data["startTime"]
     assert data["metadata"] == CTX["metadata"]
-    assert data["event"] == CTX["event"]
+    # the event as the real backend sends it: with its content, runLocation and serverId
+    assert data["event"] == {**CTX["event"], "content": "", "runLocation": "LOCAL", "serverId": None}
     assert data["user"] == CTX["user"]
     # the backend was asked with its bearer token, on the §6 path
     reqs = stack.fb.requests_to(f"/api/internal/executions/{eid}/context", "GET")
@@ -147,7 +148,8 @@ def test_condition_must_be_bool(stack, body):
 
 # ---- variables --------------------------------------------------------------------
 
-def test_variable_lifecycle(stack):
+def test_variable_lifecycle(rich_stack):
+    stack = rich_stack   # deletes: the fake's opt-in DELETE
     eid, uid, c = stack.execution()
     p = _vpath(eid, "greeting")
     assert_error(c.get(p), 404, "variable_not_found")
@@ -212,9 +214,10 @@ def test_variables_belong_to_the_context_user_not_the_token_claim(stack):
 
 
 def test_delete_not_supported_405(stack):
+    """The real backend (the fake's default): DELETE is a bare 405."""
     eid, uid, c = stack.execution()
     assert_ok(c.put(_vpath(eid, "d"), {"value": 1}), {"success": True})
-    stack.fb.delete_mode = 405
+    assert stack.fb.delete_mode == 405
     assert_error(c.delete(_vpath(eid, "d")), 501, "not_supported")
     assert stack.fb.variable(uid, "d") == "1"
     assert_ok(c.get(_vpath(eid, "d")), {"success": True, "data": {"key": "d", "value": 1}})
@@ -229,8 +232,9 @@ def test_delete_not_supported_404_html(stack):
     assert_ok(c.get(_vpath(eid, "d")), {"success": True, "data": {"key": "d", "value": "x"}})
 
 
-def test_delete_twice(stack):
+def test_delete_twice(rich_stack):
     """The second DELETE finds nothing (backend 404 JSON) and says so; GET agrees."""
+    stack = rich_stack
     eid, uid, c = stack.execution()
     p = _vpath(eid, "gone")
     assert_ok(c.put(p, {"value": 1}), {"success": True})
@@ -272,7 +276,8 @@ def test_increment_conflict_and_bad_by(stack):
 
 # ---- tool actions -----------------------------------------------------------------
 
-def test_tool_action_params(stack):
+def test_tool_action_params(rich_stack):
+    stack = rich_stack   # the fake's opt-in tools route
     eid, uid, c = stack.execution(token_user="not-the-user")
     params = {"to": "a@b.test", "n": [1, {"x": None}], "ok": False}
     r = c.post("/tool-actions/execute", {"tool": "email", "action": "send", "params": params})
@@ -282,7 +287,8 @@ def test_tool_action_params(stack):
     assert call == {"executionId": eid, "userId": uid, "tool": "email", "action": "send", "params": params}
 
 
-def test_tool_action_config_synonym(stack):
+def test_tool_action_config_synonym(rich_stack):
+    stack = rich_stack
     eid, uid, c = stack.execution()
     cfg = {"channel": "#ops", "text": "hi ☃"}
     r = c.post("/tool-actions/execute", {"tool": "slack", "action": "post", "config": cfg})
@@ -292,7 +298,8 @@ def test_tool_action_config_synonym(stack):
                                        "params": cfg}
 
 
-def test_tool_action_backend_result_passed_through(stack):
+def test_tool_action_backend_result_passed_through(rich_stack):
+    stack = rich_stack
     eid, uid, c = stack.execution()
     result = {"success": False, "data": None, "error": "quota exceeded", "metadata": {"retryIn": 30}}
     stack.fb.set_tool_result("sms", result, action="send")
@@ -301,8 +308,9 @@ def test_tool_action_backend_result_passed_through(stack):
 
 
 def test_tool_action_backend_without_route(stack):
+    """The real backend (the fake's default): the JSON catch-all 404."""
     eid, uid, c = stack.execution()
-    stack.fb.tools_route = False
+    assert stack.fb.tools_route is False
     r = c.post("/tool-actions/execute", {"tool": "email", "action": "send", "params": {}})
     assert_error(r, 501, "not_supported")
 

@@ -13,7 +13,8 @@ def _vpath(eid, key):
     return f"/executions/{eid}/variables/{key}"
 
 
-def test_write_in_one_execution_is_read_by_another_at_once(stack):
+def test_write_in_one_execution_is_read_by_another_at_once(rich_stack):
+    stack = rich_stack   # it deletes: the fake's opt-in DELETE
     uid = f"user-share-{time.monotonic_ns()}"
     a, _, ca = stack.execution(user_id=uid)
     b, _, cb = stack.execution(user_id=uid)
@@ -34,7 +35,8 @@ def test_write_in_one_execution_is_read_by_another_at_once(stack):
     assert_ok(ca.get(_vpath(a, "n")), {"success": True, "data": {"key": "n", "value": 3}})
 
 
-def test_users_are_isolated(stack):
+def test_users_are_isolated(rich_stack):
+    stack = rich_stack   # it deletes: the fake's opt-in DELETE
     e1, u1, c1 = stack.execution()
     e2, u2, c2 = stack.execution()
     assert_ok(c1.put(_vpath(e1, "same"), {"value": "one"}), {"success": True})

@@ -147,7 +147,8 @@ def test_variable_keys_are_per_user_with_ttl(stack):
     assert CACHE_TTL_MS - 60_000 < stack.redis_cmd("PTTL", vkey) <= CACHE_TTL_MS
 
 
-def test_delete_removes_the_cache_key(stack):
+def test_delete_removes_the_cache_key(rich_stack):
+    stack = rich_stack   # the fake's opt-in DELETE
     eid, uid, c = stack.execution()
     assert_ok(c.put(_vpath(eid, "d"), {"value": 1}), {"success": True})
     vkey = f"cronium:user:{{{uid}}}:var:d"
