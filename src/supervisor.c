@@ -147,9 +147,12 @@ static void worker_on_exit(uv_process_t *p, int64_t status, int sig)
     bool was_ready = crt_mshared_slot_exited(s->sh, w->idx);
     uint64_t up_ms = uv_now(s->loop) - w->started_ms;
     if (s->stopping) {
-        if ((status != 0 || sig != 0) && s->stop_status == 0)
+        /* Killed by our own SIGTERM: it was still starting (no handler yet,
+         * so no request either); that is a clean stop too. */
+        bool clean = (status == 0 && sig == 0) || (sig == SIGTERM && !was_ready);
+        if (!clean && s->stop_status == 0)
             s->stop_status = sig ? 1 : (int)status;
-        CRT_LOGF(sig || status ? CRT_LOG_WARN : CRT_LOG_INFO, "worker stopped", CRT_LI("worker", w->idx),
+        CRT_LOGF(clean ? CRT_LOG_INFO : CRT_LOG_WARN, "worker stopped", CRT_LI("worker", w->idx),
                  CRT_LI("status", status), CRT_LI("signal", sig));
         sup_maybe_done(s);
         return;
@@ -279,7 +282,10 @@ int crt_supervisor_run(const crt_config *cfg, char **argv)
     uv_loop_t loop;
     uv_loop_init(&loop);
     s.loop = &loop;
-    crt_log_attach(&loop);
+    /* The log is not batched on this loop (crt_log_attach): its flush runs
+     * after the poll phase, and this loop sleeps in poll until the next
+     * child or signal, which would hold a line back. Direct writes are fine
+     * here: a handful of lines, no request waits on this process. */
     uv_signal_init(&loop, &s.sigterm);
     uv_signal_init(&loop, &s.sigint);
     s.sigterm.data = s.sigint.data = &s;
@@ -306,7 +312,6 @@ int crt_supervisor_run(const crt_config *cfg, char **argv)
     uv_run(&loop, UV_RUN_DEFAULT);
     if (!uv_is_closing((uv_handle_t *)&ready_poll))
         uv_close((uv_handle_t *)&ready_poll, NULL);
-    crt_log_detach();
     uv_run(&loop, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop) != 0)
         fprintf(stderr, "cronium-runtime: supervisor loop closed with handles still open\n");
