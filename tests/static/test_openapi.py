@@ -386,7 +386,7 @@ def test_live_responses_validate(spec, start_service, fake_backend, tmp_path):
     seen += b.seen
 
     # ---- C: production mode against the fake backend ------------------------------------------
-    fb = fake_backend(token="backend-token", delete_mode=405, tools_route=False)
+    fb = fake_backend(token="backend-token")   # the real backend: no DELETE, no tools route (501s below)
     fb.seed_execution({"executionId": "prod-1", "userId": "user-1", "jobId": "job-9",
                        "metadata": {"input": {"q": 1}}, "event": {"name": "Nightly", "type": "cron"}})
     fb.seed_variable("user-1", "count", 5)
