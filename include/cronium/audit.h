@@ -40,7 +40,7 @@ typedef struct crt_audit_event {
     int status;
     const char *request_id;
     const char *client_ip;
-    bool read;                      /* a read: may be coalesced with identical ones */
+    bool read;                      /* a read: if successful, coalesced with identical ones */
 } crt_audit_event;
 
 typedef struct crt_audit_opts {

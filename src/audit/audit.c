@@ -223,7 +223,8 @@ void crt_audit_emit(crt_audit *a, const crt_audit_event *ev, bool reserved)
         for (int i = 0; i < a->nsinks; i++)
             if (a->sinks[i]->reserved)
                 a->sinks[i]->reserved--;
-    if (ev->read && a->coalesce_ms && !a->draining && coalesce(a, ev))
+    /* Only successful reads: a refusal is worth its own event, at once. */
+    if (ev->read && ev->status < 300 && a->coalesce_ms && !a->draining && coalesce(a, ev))
         return;
     int64_t now = wall_ms();
     audit_rec r = {.ev = ev, .count = 1, .first_ms = now, .last_ms = now};
