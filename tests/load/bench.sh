@@ -6,11 +6,12 @@
 #
 # Environment:
 #   BENCH_SECONDS   duration of each wrk run (default 10)
-#   BENCH_ONLY      comma list of scenarios (default: all): health,variables,startup,conns,production
+#   BENCH_ONLY      comma list of scenarios (default: all): health,variables,startup,conns,production,workers
 #                   (the nginx ceiling runs whenever health or variables does; `nginx` alone works too)
 #   BENCH_STARTS    number of starts for the start-time median (default 20)
 #   BENCH_CONNS     number of idle keep-alive connections (default 10000)
 #   BENCH_KEEP=1    keep the temp dir (logs, wrk outputs) instead of deleting it
+#   BENCH_BUILD_DIR release build directory to use (default build-release)
 #
 # Adding a scenario: write `scenario_NAME` (use start_service / run_wrk / record), add NAME to
 # SCENARIOS below, and add its lines to print_results / print_summary.
@@ -19,7 +20,7 @@ set -uo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-BUILD_DIR="$REPO/build-release"
+BUILD_DIR=${BENCH_BUILD_DIR:-$REPO/build-release}   # BENCH_BUILD_DIR: another build directory
 BIN="$BUILD_DIR/cronium-runtime"
 PY=/usr/bin/python3
 HELPER="$HERE/bench_helper.py"
@@ -31,7 +32,7 @@ NCONNS=${BENCH_CONNS:-10000}
 KEEP=${BENCH_KEEP:-0}
 # "threads connections" pairs; every wrk scenario runs at each of them.
 LEVELS=("1 50" "2 256")
-SCENARIOS=(health variables startup conns production)
+SCENARIOS=(health variables startup conns production workers)
 
 JWT_SECRET_BENCH="bench-secret-0123456789abcdef0123456789abcdef"
 EXEC_ID=bench
@@ -362,6 +363,52 @@ EOS
     stop_service prod_miss
 }
 
+# server.workers 1 vs 2 (production mode: dev mode refuses more than one worker), on /health
+# and on a cached GET (Valkey, reads not audited). wrk, redis-server, the backend fake and the
+# workers all share this machine's CPUs, so on 2 CPUs the second worker mostly competes with
+# wrk: read the figures as "what the supervisor and the port sharing cost", not as scaling.
+scenario_workers() {
+    command -v redis-server >/dev/null || { problem "workers: redis-server not found"; return 1; }
+    local rport fport token url code w lvl
+    rport=$(free_port)
+    start_bg wredis redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no
+    wait_port "$rport" || { problem "workers: redis-server did not listen"; return 1; }
+    fport=$(free_port)
+    cat >"$WORK/wseed.json" <<EOS
+{"executions":[{"executionId":"$EXEC_ID","userId":"u1","jobId":"j1","metadata":{"input":{}}}],
+ "variables":[{"userId":"u1","key":"$VAR_KEY","value":"{\"n\":1,\"s\":\"hello\"}"}]}
+EOS
+    start_bg wfake "$PY" "$REPO/tests/fakes/backend.py" --host 127.0.0.1 --port "$fport" --token bench-backend \
+        --seed "$WORK/wseed.json"
+    wait_port "$fport" || { problem "workers: the backend fake did not listen"; return 1; }
+    token=$(JWT_SECRET="$JWT_SECRET_BENCH" "$BIN" token --execution-id "$EXEC_ID" 2>"$WORK/token.err") ||
+        { problem "token minting failed: $(cat "$WORK/token.err")"; return 1; }
+    export BENCH_TOKEN=$token
+    for w in 1 2; do
+        start_service "workers$w" WORKERS=$w JWT_SECRET="$JWT_SECRET_BENCH" RATE_LIMIT_PER_MIN=$HUGE \
+            RATE_LIMIT_BURST=$HUGE BACKEND_URL="http://127.0.0.1:$fport" BACKEND_TOKEN=bench-backend \
+            AUDIT_READS=false VALKEY_URL="redis://127.0.0.1:$rport" -- || { stop_service "workers$w"; return 1; }
+        sleep 1.2   # every worker listening (the first /health proves only one)
+        url="http://127.0.0.1:$SVC_PORT/executions/$EXEC_ID/variables/$VAR_KEY"
+        code=$(curl -sS -o "$WORK/wget.body" -w '%{http_code}' -H "Authorization: Bearer $token" "$url")
+        if [[ "$code" != 200 ]]; then
+            problem "workers$w: warm-up GET answered $code: $(cat "$WORK/wget.body")"
+            stop_service "workers$w"
+            return 1
+        fi
+        for lvl in "${LEVELS[@]}"; do
+            set -- $lvl
+            run_wrk "w${w}_health" "http://127.0.0.1:$SVC_PORT/health" "$1" "$2" -
+            run_wrk "w${w}_get" "$url" "$1" "$2" - get_variable.lua
+            service_alive_after "workers$w -c$2" "${R[w${w}_get:$2:cmd]}" || { stop_service "workers$w"; return 1; }
+        done
+        sleep 1.1   # let every worker publish before the scrape
+        R["workers$w:health_total"]=$(curl -s "http://127.0.0.1:$SVC_PORT/metrics" |
+            awk '/^cronium_runtime_http_requests_total\{route="\/health"/ {n += $2} END {print n + 0}')
+        stop_service "workers$w"
+    done
+}
+
 scenario_startup() {
     log "startup: $STARTS starts, exec to first GET /health 200"
     if ! "$PY" "$HELPER" startup "$BIN" "$STARTS" "$WORK" >"$WORK/startup.kv" 2>"$WORK/startup.err"; then
@@ -474,6 +521,24 @@ print_summary() {
             "${R[prod_audit:50:rps]:-n/a} req/s, p99 ${R[prod_audit:50:p99_ms]:-n/a} ms; audit sent ${R[prod_audit:sent]:-n/a}, dropped ${R[prod_audit:dropped]:-n/a}"
         echo "cache-miss GET against the backend fake (-c50): ${R[prod_miss:50:rps]:-n/a} req/s, p99 ${R[prod_miss:50:p99_ms]:-n/a} ms;" \
             "backend GETs ${R[prod_miss:backend_gets]:-n/a}, coalesced ${R[prod_miss:coalesced]:-n/a}"
+    fi
+    if want workers; then
+        local lv c
+        for lv in "${LEVELS[@]}"; do
+            set -- $lv
+            c=$2
+            echo "workers 1 -> 2 at -c$c: /health ${R[w1_health:$c:rps]:-n/a} -> ${R[w2_health:$c:rps]:-n/a} req/s" \
+                "($(ratio "${R[w2_health:$c:rps]:-}" "${R[w1_health:$c:rps]:-}")x), cached GET ${R[w1_get:$c:rps]:-n/a} ->" \
+                "${R[w2_get:$c:rps]:-n/a} req/s ($(ratio "${R[w2_get:$c:rps]:-}" "${R[w1_get:$c:rps]:-}")x)"
+        done
+        local w1n w2n
+        w1n=$(( ${R[w1_health:50:requests]:-0} + ${R[w1_health:256:requests]:-0} ))
+        w2n=$(( ${R[w2_health:50:requests]:-0} + ${R[w2_health:256:requests]:-0} ))
+        echo "  /health requests counted by /metrics (summed over workers) vs completed by wrk: 1 worker" \
+            "${R[workers1:health_total]:-n/a} vs $w1n, 2 workers ${R[workers2:health_total]:-n/a} vs $w2n" \
+            "(the server also answers what wrk cut off at its deadline, and the start-up probe)"
+        echo "  $(nproc) CPUs shared by wrk, redis-server, the backend fake and the workers: on 2 CPUs a second worker" \
+            "competes with wrk for the same cores, so this shows the cost of the supervisor and port sharing, not scaling"
     fi
     if ((${#PROBLEMS[@]})); then
         echo
