@@ -295,6 +295,20 @@ wait_port() { # wait_port PORT: up to 5 s for something to accept on 127.0.0.1:P
     return 1
 }
 
+# audit_figures NAME: the audit counters and the GETs answered, from the service's /metrics.
+audit_figures() {
+    local m
+    m=$(curl -s "http://127.0.0.1:$SVC_PORT/metrics")
+    R[$1:answered]=$(awk 'index($0, "cronium_runtime_http_requests_total{route=\"/executions/{id}/variables/{key}\"") == 1 {n += $2} END {print n + 0}' <<<"$m")
+    local sink res
+    for sink in backend file; do
+        for res in sent written dropped failed; do
+            R[$1:$sink:$res]=$(awk -v k="cronium_runtime_audit_events_total{sink=\"$sink\",result=\"$res\"}" \
+                'index($0, k " ") == 1 {print $2}' <<<"$m")
+        done
+    done
+}
+
 # Production mode: cached GET of a variable against a real redis-server, then the same GET
 # with no cache configured so every request goes to the backend fake (cache misses).
 scenario_production() {
@@ -346,11 +360,21 @@ EOS
     url="http://127.0.0.1:$SVC_PORT/executions/$EXEC_ID/variables/$VAR_KEY"
     set -- ${LEVELS[0]}
     run_wrk prod_audit "$url" "$1" "$2" "$SVC_PID" get_variable.lua
-    R[prod_audit:dropped]=$(curl -s "http://127.0.0.1:$SVC_PORT/metrics" |
-        awk '/^cronium_runtime_audit_events_total\{result="dropped"/ {print $2}')
-    R[prod_audit:sent]=$(curl -s "http://127.0.0.1:$SVC_PORT/metrics" |
-        awk '/^cronium_runtime_audit_events_total\{result="sent"/ {print $2}')
+    audit_figures prod_audit
     stop_service prod_audit
+    # The same GET with the JSON-lines sink only (audit.file, audit.backend off): after the
+    # run and SIGTERM, the sum of "count" over the file must equal the GETs the service
+    # answered (its own http_requests_total), i.e. 0 lost.
+    start_service prod_audit_file "${common[@]}" VALKEY_URL="redis://127.0.0.1:$rport" \
+        AUDIT_BACKEND=false AUDIT_FILE="$WORK/audit.jsonl" -- || { stop_service prod_audit_file; return 1; }
+    url="http://127.0.0.1:$SVC_PORT/executions/$EXEC_ID/variables/$VAR_KEY"
+    set -- ${LEVELS[0]}
+    run_wrk prod_audit_file "$url" "$1" "$2" "$SVC_PID" get_variable.lua
+    audit_figures prod_audit_file
+    stop_service prod_audit_file
+    R[prod_audit_file:in_file]=$("$PY" -c 'import json, sys
+print(sum(int(json.loads(l).get("count", 1)) for l in open(sys.argv[1])))' "$WORK/audit.jsonl" 2>/dev/null)
+    R[prod_audit_file:lines]=$(wc -l <"$WORK/audit.jsonl" 2>/dev/null)
     # 2. misses: no cache, every GET reaches the backend fake (concurrent GETs share a request).
     start_service prod_miss "${common[@]}" -- || { stop_service prod_miss; return 1; }
     url="http://127.0.0.1:$SVC_PORT/executions/$EXEC_ID/variables/$VAR_KEY"
@@ -517,8 +541,19 @@ print_summary() {
         [[ -n "${R[prod_hit:50:requests]:-}" && "${R[prod_hit:50:requests]:-0}" != 0 ]] &&
             per=$(awk -v c="${R[prod_hit:50:valkey_calls]:-0}" -v r="${R[prod_hit:50:requests]}" 'BEGIN{printf "%.3f", c/r}')
         printf '%-46s %-22s %-12s %s\n' "Valkey commands per cached GET (-c50)" "$per" "<= 1" "$(verdict "$per" '<=' 1)"
-        echo "cached GET with reads audited (default; audit POSTs to the Python fake on the same CPUs, -c50):" \
-            "${R[prod_audit:50:rps]:-n/a} req/s, p99 ${R[prod_audit:50:p99_ms]:-n/a} ms; audit sent ${R[prod_audit:sent]:-n/a}, dropped ${R[prod_audit:dropped]:-n/a}"
+        local r_af lost=n/a
+        r_af=$(ratio "${R[prod_audit_file:50:rps]:-}" "${R[nginx:50:rps]:-}")
+        [[ -n "${R[prod_audit_file:in_file]:-}" && -n "${R[prod_audit_file:answered]:-}" ]] &&
+            lost=$((R[prod_audit_file:answered] - R[prod_audit_file:in_file]))
+        printf '%-46s %-22s %-12s %s\n' "cached GET, reads audited to audit.file, vs nginx" "$r_af, lost $lost" ">= 0.60, 0" \
+            "$( [[ "$lost" == 0 ]] && verdict "$r_af" '>=' 0.6 || echo MISS)"
+        echo "  audit.file: ${R[prod_audit_file:50:rps]:-n/a} req/s, p99 ${R[prod_audit_file:50:p99_ms]:-n/a} ms;" \
+            "GETs answered ${R[prod_audit_file:answered]:-n/a}, in the file ${R[prod_audit_file:in_file]:-n/a}" \
+            "(${R[prod_audit_file:lines]:-n/a} lines), file dropped ${R[prod_audit_file:file:dropped]:-n/a}"
+        echo "  backend sink (default; POSTs to the Python fake on the same CPUs, -c50): ${R[prod_audit:50:rps]:-n/a} req/s," \
+            "p99 ${R[prod_audit:50:p99_ms]:-n/a} ms; GETs answered ${R[prod_audit:answered]:-n/a}, audited requests sent" \
+            "${R[prod_audit:backend:sent]:-n/a}, dropped ${R[prod_audit:backend:dropped]:-n/a}, failed ${R[prod_audit:backend:failed]:-n/a}" \
+            "(before SIGTERM)"
         echo "cache-miss GET against the backend fake (-c50): ${R[prod_miss:50:rps]:-n/a} req/s, p99 ${R[prod_miss:50:p99_ms]:-n/a} ms;" \
             "backend GETs ${R[prod_miss:backend_gets]:-n/a}, coalesced ${R[prod_miss:coalesced]:-n/a}"
     fi
