@@ -128,18 +128,12 @@ static crt_store *dev_store_new(const crt_config *cfg, char *err, size_t errcap)
 {
     if (!cfg->dev_context)
         return crt_devstore_new(NULL, 0, err, errcap);
-    FILE *f = fopen(cfg->dev_context, "rb");
-    if (!f) {
+    crt_buf b;
+    crt_buf_init(&b);
+    if (crt_file_read(cfg->dev_context, 0, &b) == CRT_EIO) {
         snprintf(err, errcap, "--dev-context %s: cannot open", cfg->dev_context);
         return NULL;
     }
-    crt_buf b;
-    crt_buf_init(&b);
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        crt_buf_append(&b, tmp, n);
-    fclose(f);
     crt_store *s = crt_devstore_new(b.data ? b.data : "", b.len, err, errcap);
     if (!s && !*err)
         snprintf(err, errcap, "--dev-context %s: not a JSON object", cfg->dev_context);

@@ -261,11 +261,8 @@ int main(int argc, char **argv)
     }
     crt_log_setup((crt_log_level)cfg.log_level, (crt_log_format)cfg.log_format);
     if (cfg.dev && (!cfg.jwt_secret || !*cfg.jwt_secret)) {
-        unsigned char rnd[24];
         char hex[49];
-        crt_random_bytes(rnd, sizeof rnd);
-        for (size_t i = 0; i < sizeof rnd; i++)
-            snprintf(hex + 2 * i, 3, "%02x", rnd[i]);
+        crt_random_hex(hex, 24);
         free(cfg.jwt_secret);
         cfg.jwt_secret = strdup(hex);
         CRT_LOGF(CRT_LOG_WARN, "dev mode: no JWT_SECRET given, generated a random one for this run");

@@ -54,5 +54,16 @@ size_t crt_rfc3339(char *out, size_t cap, int64_t t, bool millis);
 
 /* Fills out with n random bytes from the OS (getrandom); returns 0 or CRT_EIO. */
 int crt_random_bytes(void *out, size_t n);
+/* Writes 2 * n random lowercase hex digits and a NUL to out (2 * n + 1
+ * bytes): request-id prefixes, lock owner tokens, dev secrets. Returns 0 or
+ * CRT_EIO. */
+int crt_random_hex(char *out, size_t n);
+
+struct crt_buf;
+/* Appends the content of the file at path to out, at most max bytes (0: no
+ * limit; the rest is not read). Returns 0, CRT_EIO with errno set (cannot
+ * open) or CRT_ENOMEM; a read error ends the content where it happened, as
+ * the loaders have always had it. Blocking: for start-up, never on the loop. */
+int crt_file_read(const char *path, size_t max, struct crt_buf *out);
 
 #endif

@@ -3,6 +3,7 @@
 #ifndef CRONIUM_JWT_H
 #define CRONIUM_JWT_H
 
+#include "cronium/b64url.h"
 #include "cronium/buf.h"
 #include "cronium/common.h"
 
@@ -63,10 +64,5 @@ int crt_jwt_sign(unsigned alg, const char *secret, size_t secret_len, const char
  * `token` command and dev mode). */
 int crt_token_mint(const char *secret, const char *execution_id, const char *user_id, const char *job_id,
                    const char *event_id, const char *issuer, int64_t ttl_s, crt_buf *out);
-
-/* base64url without padding. decode is strict: only the URL alphabet, no
- * padding, no stray bits. Return 0 or CRT_EINVAL. */
-int crt_b64url_encode(const void *in, size_t n, crt_buf *out);
-int crt_b64url_decode(const char *in, size_t n, crt_buf *out);
 
 #endif

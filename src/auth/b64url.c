@@ -1,5 +1,5 @@
 /* base64url (RFC 4648 §5) without padding, decoded strictly. */
-#include "cronium/jwt.h"
+#include "cronium/b64url.h"
 
 static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 

@@ -8,6 +8,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include "cronium/jwt.h"
+#include "cronium/map.h"
 
 #define CLAIM_MAX 512           /* longest accepted string claim */
 #define CACHE_WAYS 4
@@ -103,15 +104,6 @@ static const EVP_MD *alg_md(unsigned alg)
     case CRT_JWT_HS512: return EVP_sha512();
     default: return NULL;
     }
-}
-
-/* FNV-1a over the token; only picks a set, equality is checked in full. */
-static uint64_t hash_token(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-    return h;
 }
 
 /* The time checks take claims from the token (any int64) and a leeway >= 0:
@@ -341,7 +333,7 @@ crt_jwt_status crt_jwt_verify(crt_jwt *v, const char *tok, size_t len, int64_t n
                               const char **why)
 {
     *out = NULL;
-    uint64_t h = hash_token(tok, len);
+    uint64_t h = crt_hash(tok, len);    /* only picks a set: equality is checked in full */
     crt_claims *hit = cache_get(v, h, tok, len);
     if (hit) {
         if (!claims_live(v, hit, now)) {

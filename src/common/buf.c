@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/buf.h"
+#include "cronium/utf8.h"
 
 void crt_buf_init(crt_buf *b)
 {
@@ -102,30 +103,6 @@ int crt_buf_put_i64(crt_buf *b, int64_t v)
     return crt_buf_put_u64(b, (uint64_t)v);
 }
 
-/* Length of the valid UTF-8 sequence at s (max n bytes), or 0 if invalid. */
-static size_t utf8_seq_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80)
-        return 1;
-    if ((c & 0xE0) == 0xC0) { len = 2; min = 0x80; c &= 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; min = 0x800; c &= 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; min = 0x10000; c &= 0x07; }
-    else return 0;
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        c = (c << 6) | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 int crt_buf_json_str(crt_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -143,7 +120,7 @@ int crt_buf_json_str(crt_buf *b, const char *s, size_t n)
             continue;
         }
         if (c >= 0x80) {
-            size_t l = utf8_seq_len(p, (size_t)(e - p));
+            size_t l = crt_utf8_seq((const char *)p, (size_t)(e - p), NULL);
             if (l == 0) { /* U+FFFD */
                 *o++ = (char)0xEF; *o++ = (char)0xBF; *o++ = (char)0xBD;
                 p++;

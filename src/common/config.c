@@ -190,18 +190,12 @@ char *crt_config_expand(const char *s, crt_buf *err)
 
 static int read_secret_file(const char *path, char **out, crt_buf *err, const char *what)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    crt_buf b;
+    crt_buf_init(&b);
+    if (crt_file_read(path, 1u << 20, &b) == CRT_EIO) {
         crt_buf_printf(err, "%s: cannot read \"%s\": %s", what, path, strerror(errno));
         return CRT_EINVAL;
     }
-    crt_buf b;
-    crt_buf_init(&b);
-    char tmp[4096];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0 && b.len < (1u << 20))
-        crt_buf_append(&b, tmp, n);
-    fclose(f);
     while (b.len && (b.data[b.len - 1] == '\n' || b.data[b.len - 1] == '\r'))
         b.len--;
     crt_buf_cstr(&b);
@@ -557,18 +551,12 @@ int crt_config_validate(crt_config *c, crt_buf *err)
 
 static int load_file(crt_config *c, const char *path, crt_buf *err)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    crt_buf b;
+    crt_buf_init(&b);
+    if (crt_file_read(path, 0, &b) == CRT_EIO) {
         crt_buf_printf(err, "config file \"%s\": %s", path, strerror(errno));
         return CRT_EINVAL;
     }
-    crt_buf b;
-    crt_buf_init(&b);
-    char tmp[8192];
-    size_t n;
-    while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
-        crt_buf_append(&b, tmp, n);
-    fclose(f);
     int rc = crt_config_load_yaml(c, b.data ? b.data : "", b.len, err);
     crt_buf_fini(&b);
     return rc;

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/json.h"
+#include "cronium/utf8.h"
 
 typedef struct scan {
     const char *p, *e;
@@ -34,25 +35,6 @@ static int hex4(const char *p, unsigned *v)
         *v = *v << 4 | d;
     }
     return 0;
-}
-
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0], min, len;
-    if ((c & 0xE0) == 0xC0) { len = 2; min = 0x80; c &= 0x1F; }
-    else if ((c & 0xF0) == 0xE0) { len = 3; min = 0x800; c &= 0x0F; }
-    else if ((c & 0xF8) == 0xF0) { len = 4; min = 0x10000; c &= 0x07; }
-    else return 0;
-    if (len > n)
-        return 0;
-    for (unsigned i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-        c = c << 6 | (s[i] & 0x3F);
-    }
-    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
-        return 0;
-    return len;
 }
 
 static int scan_string(scan *s)
@@ -92,7 +74,7 @@ static int scan_string(scan *s)
             continue;
         }
         if (c >= 0x80) {
-            size_t l = utf8_len((const unsigned char *)s->p, (size_t)(s->e - s->p));
+            size_t l = crt_utf8_seq(s->p, (size_t)(s->e - s->p), NULL);
             if (!l)
                 return CRT_EINVAL;
             s->p += l;

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include "cronium/map.h"
 #include "cronium/ratelimit.h"
 
 #define RECLAIM_PER_CALL 2
@@ -28,14 +29,6 @@ struct crt_ratelimit {
     int32_t free_head;          /* free slots chained through next */
     size_t hand;
 };
-
-static uint64_t hash_key(const char *p, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
-    return h ^ (h >> 29);
-}
 
 crt_ratelimit *crt_ratelimit_new(uint64_t per_min, uint64_t burst, size_t max_keys)
 {
@@ -145,7 +138,7 @@ crt_rl_result crt_ratelimit_take(crt_ratelimit *rl, const char *key, size_t klen
 {
     crt_rl_result r = {.allowed = true, .limit = rl->per_min};
     reclaim(rl, now, false);
-    uint64_t h = hash_key(key, klen);
+    uint64_t h = crt_hash(key, klen);
     int32_t *head = &rl->buckets[h & (rl->nbuckets - 1)];
     rl_entry *e = NULL;
     for (int32_t i = *head; i >= 0; i = rl->pool[i].next) {

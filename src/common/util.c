@@ -1,9 +1,11 @@
-/* Clock, randomness and error strings. */
+/* Clock, randomness, reading a file and error strings. */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
 #include <sys/random.h>
 #include <errno.h>
+#include "cronium/buf.h"
 #include "cronium/common.h"
 
 const char *crt_strerror(int err)
@@ -81,4 +83,46 @@ int crt_random_bytes(void *out, size_t n)
         n -= (size_t)r;
     }
     return 0;
+}
+
+int crt_random_hex(char *out, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char rnd[32];
+    int rc = 0;
+    for (size_t done = 0; done < n;) {
+        size_t k = n - done < sizeof rnd ? n - done : sizeof rnd;
+        if (crt_random_bytes(rnd, k)) {
+            rc = CRT_EIO;
+            memset(rnd, 0, k);
+        }
+        for (size_t i = 0; i < k; i++) {
+            out[2 * (done + i)] = hex[rnd[i] >> 4];
+            out[2 * (done + i) + 1] = hex[rnd[i] & 15];
+        }
+        done += k;
+    }
+    out[2 * n] = '\0';
+    return rc;
+}
+
+int crt_file_read(const char *path, size_t max, crt_buf *out)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return CRT_EIO;
+    char tmp[8192];
+    size_t n, got = 0;
+    int rc = 0;
+    while ((!max || got < max) && (n = fread(tmp, 1, sizeof tmp, f)) > 0) {
+        if (max && n > max - got)
+            n = max - got;
+        if (crt_buf_append(out, tmp, n)) {
+            rc = CRT_ENOMEM;
+            break;
+        }
+        got += n;
+    }
+    fclose(f);
+    return rc;
 }

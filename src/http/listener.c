@@ -160,10 +160,7 @@ crt_server *crt_server_new(uv_loop_t *loop, const crt_server_opts *opts, crt_rou
     s->host = strdup(opts->host ? opts->host : "0.0.0.0");
     s->opts.host = s->host;
     s->router = router;
-    unsigned char rnd[8];
-    crt_random_bytes(rnd, sizeof rnd);
-    for (int i = 0; i < 8; i++)
-        snprintf(s->rid_prefix + 2 * i, 3, "%02x", rnd[i]);
+    crt_random_hex(s->rid_prefix, (sizeof s->rid_prefix - 1) / 2);
     return s;
 }
 

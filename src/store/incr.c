@@ -250,10 +250,7 @@ static void incr_lock(op *o)
 {
     prodstore *ps = o->ps;
     if (!o->lock_token[0]) {
-        unsigned char rnd[16];
-        crt_random_bytes(rnd, sizeof rnd);
-        for (int i = 0; i < 16; i++)
-            snprintf(o->lock_token + 2 * i, 3, "%02x", rnd[i]);
+        crt_random_hex(o->lock_token, (sizeof o->lock_token - 1) / 2);
         o->lock_deadline = uv_now(ps->loop) + ps->lock_ttl_ms + 1000;
         if (o->lock_deadline > o->deadline)
             o->lock_deadline = o->deadline;
