@@ -27,7 +27,9 @@ STARTUP_TIMEOUT = 20.0   # sanitizer and valgrind builds start slower; still bou
 STOP_TIMEOUT = 15.0
 
 # Settings the service reads; stripped from the inherited environment so a
-# developer's shell cannot change what the tests see.
+# developer's shell cannot change what the tests see. The fixed set covers a
+# binary that cannot run; every short name `--list-settings` prints is added
+# to it the first time clean_env runs (settings added later need no edit here).
 CONFIG_NAMES = frozenset({
     "HOST", "PORT", "READ_TIMEOUT", "WRITE_TIMEOUT", "IDLE_TIMEOUT", "SHUTDOWN_TIMEOUT",
     "MAX_BODY_BYTES", "MAX_CONNECTIONS", "JWT_SECRET", "JWT_ISSUER", "JWT_LEEWAY",
@@ -35,8 +37,25 @@ CONFIG_NAMES = frozenset({
     "CACHE_TTL", "LOCK_TTL", "BACKEND_URL", "BACKEND_TOKEN", "BACKEND_TIMEOUT",
     "BACKEND_MAX_RETRIES", "BACKEND_RETRY_DELAY", "BACKEND_MAX_CONCURRENT",
     "RATE_LIMIT_PER_MIN", "RATE_LIMIT_BURST", "AUTH_FAILURES_PER_MIN", "ENABLE_CORS",
-    "ALLOWED_ORIGINS", "LOG_LEVEL", "LOG_FORMAT", "CONFIG_FILE",
+    "ALLOWED_ORIGINS", "LOG_LEVEL", "LOG_FORMAT", "CONFIG_FILE", "WORKERS",
 })
+_listed_names = None
+
+
+def _all_config_names():
+    global _listed_names
+    if _listed_names is None:
+        _listed_names = CONFIG_NAMES
+        try:
+            r = subprocess.run([BIN, "--list-settings"], capture_output=True, text=True, timeout=15,
+                               env={k: v for k, v in os.environ.items() if k not in CONFIG_NAMES})
+            if r.returncode == 0:
+                extra = {line.split("\t")[1] for line in r.stdout.splitlines() if line.count("\t") >= 3}
+                _listed_names = CONFIG_NAMES | extra
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+    return _listed_names
+
 
 SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
                      "ERROR: UndefinedBehaviorSanitizer")
@@ -65,9 +84,11 @@ def free_port():
         return s.getsockname()[1]
 
 
-def clean_env(overrides=None, names=CONFIG_NAMES):
+def clean_env(overrides=None, names=None):
     """The inherited environment without the service's settings (`names`, their
     _FILE forms and anything RUNTIME_*/CRONIUM_*), then `overrides` (None removes)."""
+    if names is None:
+        names = _all_config_names()
     env = {k: v for k, v in os.environ.items()
            if k not in names and not k.startswith("RUNTIME_") and not k.startswith("CRONIUM_")
            and not (k.endswith("_FILE") and k[:-5] in names)}
