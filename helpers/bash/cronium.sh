@@ -2,7 +2,7 @@
 # cronium.sh: the Cronium runtime helper SDK for bash job scripts.
 #
 # A job script sources this file (directly, or through BASH_ENV so that every bash of the job has
-# it) and calls cronium_* functions that talk to the cronium-runtime HTTP API (see API.md §4, §9).
+# it) and calls cronium_* functions that talk to the cronium-runtime HTTP API (see docs/api.md §4, §9).
 #
 # Loading is inert on purpose: the file defines functions named cronium_* (public), _cronium_*
 # (internal) and, outside POSIX mode, the dotted names cronium.* of the public docs and the SSH
@@ -355,7 +355,7 @@ function _cronium_request() {
         429|503) retry=1 ;;
         501) ;; # not_supported: permanent
         # The runtime's own 502 backend_error: the backend answered something definite and wrong,
-        # and asking again gets the same answer (API.md §3). A 502 without that code (a proxy in
+        # and asking again gets the same answer (docs/api.md §3). A 502 without that code (a proxy in
         # front of the runtime) is retried like any 5xx.
         502) [[ $_cronium_idempotent == 1 ]] && ! _cronium_backend_error && retry=1 ;;
         5??) [[ $_cronium_idempotent == 1 ]] && retry=1 ;;

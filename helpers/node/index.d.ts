@@ -1,5 +1,5 @@
 // Type declarations for cronium, the Node.js helper of cronium-runtime.
-// The shapes follow the service's answers (API.md §4 and §5).
+// The shapes follow the service's answers (docs/api.md §4 and §5).
 
 /** Any value JSON can carry; every variable, input and output is one of these. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };

@@ -7,7 +7,7 @@
  * call is made, never when the module is loaded: `require('cronium')` and
  * `import 'cronium'` always succeed, and the first call reports what is missing.
  *
- * Every call maps to one endpoint of API.md §4. Transient failures (connection
+ * Every call maps to one endpoint of docs/api.md §4. Transient failures (connection
  * refused, timeouts, 429, 5xx) are retried with exponential backoff and jitter,
  * honouring Retry-After. Calls that are not safe to repeat (the atomic increment
  * and tool actions) are retried only when the service certainly did not act on

@@ -1,4 +1,4 @@
-/* The execution API's handlers (src/api/, API.md §2–§5): authentication,
+/* The execution API's handlers (src/api/, docs/api.md §2–§5): authentication,
  * rate limits and the endpoints under /executions/{id} and /tool-actions, in
  * front of a store and an audit it borrows. Built by the app, which passes in
  * what it needs. */

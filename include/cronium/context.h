@@ -1,4 +1,4 @@
-/* The execution context (API.md §5), built once from the backend's reply and
+/* The execution context (docs/api.md §5), built once from the backend's reply and
  * kept as ready-to-splice JSON text. Shared by the dev and production stores
  * (src/store/context.c). */
 #ifndef CRONIUM_CONTEXT_H

@@ -78,7 +78,7 @@ void crt_req_add_header(crt_req *req, const char *name, const char *value, size_
 /* Ends the request: writes status, headers and body (omitted for HEAD).
  * body may point into req->resp_body. After this call req must not be used. */
 void crt_req_respond(crt_req *req, int status, const char *content_type, const char *body, size_t len);
-/* The API.md §3 error envelope. */
+/* The docs/api.md §3 error envelope. */
 void crt_req_error(crt_req *req, int status, const char *code, const char *message);
 /* True once the client has gone away (the answer will be discarded). */
 bool crt_req_detached(const crt_req *req);
@@ -102,7 +102,7 @@ typedef struct crt_resp_head {
 
 /* Appends the status line, headers and the blank line to o. */
 void crt_http_format_head(crt_buf *o, const crt_resp_head *h);
-/* Appends the API.md §3 error envelope to b. */
+/* Appends the docs/api.md §3 error envelope to b. */
 void crt_http_error_body(crt_buf *b, int status, const char *code, const char *message);
 
 /* ---- router ------------------------------------------------------------------ */

@@ -58,7 +58,7 @@ typedef enum {
 
 /* One operation. The member of the union named for the op holds its
  * arguments (none for the GET_CONTEXT/INPUT/OUTPUT/CONDITION reads); JSON is
- * compact and valid, keys are decoded (API.md §3 rule already checked). */
+ * compact and valid, keys are decoded (docs/api.md §3 rule already checked). */
 typedef struct crt_store_req {
     crt_store_op op;
     const char *execution_id;       /* the token's, checked against the path */

@@ -1,5 +1,5 @@
 /* The production store's pure parts: how values are encoded for the Cronium
- * backend and read back from it (API.md §6), and the names of its Valkey keys
+ * backend and read back from it (docs/api.md §6), and the names of its Valkey keys
  * and backend routes. No I/O; used by src/store/ and its unit tests. */
 #ifndef CRONIUM_STORE_CODEC_H
 #define CRONIUM_STORE_CODEC_H

@@ -79,7 +79,7 @@ void audit_render(crt_buf *b, const audit_rec *r, audit_fmt fmt)
     put_details(b, r, false);
     size_t d1 = b->len;
     crt_buf_puts(b, "},\"metadata\":{");
-    /* metadata repeats details (API.md §6); copied from the buffer itself,
+    /* metadata repeats details (docs/api.md §6); copied from the buffer itself,
      * so reserve first: the append must not read from a moved buffer. */
     size_t dn = d1 - d0;
     if (crt_buf_reserve(b, dn + 1) == 0)

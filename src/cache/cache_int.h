@@ -51,6 +51,7 @@ struct crt_cache {
     bool was_up;
     void (*on_ready)(void *ctx);
     void *on_ready_ctx;
+    struct crt_cache_script *scripts;   /* cache_script.c: loaded on ready, freed with the cache */
     uint64_t *m_errors;
     uint64_t *m_reconnects;
 };
@@ -60,5 +61,9 @@ void crt_cache__connect(crt_cache *c);
 void crt_cache__down(crt_cache *c, const char *why);
 /* cache.c */
 void crt_cache__release(crt_cache *c);
+/* cache_script.c: SCRIPT LOAD of every registered script (on ready, before
+ * anything else is sent); their release with the cache. */
+void crt_cache__scripts_load(crt_cache *c);
+void crt_cache__scripts_free(crt_cache *c);
 
 #endif

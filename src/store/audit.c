@@ -2,7 +2,7 @@
  * a bounded ring of ready-to-send bodies, at most AUDIT_IN_FLIGHT requests
  * at once, nothing ever waited on by a request. Events that do not fit, or
  * are still queued when the backend client goes away, are dropped and
- * counted. Each event carries both `details` and `metadata` (API.md §6). */
+ * counted. Each event carries both `details` and `metadata` (docs/api.md §6). */
 #include <stdlib.h>
 #include <string.h>
 #include "cronium/backend.h"

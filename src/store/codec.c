@@ -1,4 +1,4 @@
-/* The production store's value codec (API.md §6) and its key and route
+/* The production store's value codec (docs/api.md §6) and its key and route
  * schema: pure functions, unit-tested in tests/unit/test_store_codec.c. */
 #include <string.h>
 #include "cronium/backend.h"

@@ -7,7 +7,7 @@
  *   own stages (vars.c, incr.c, execstate.c: cache read, backend call, cache
  *   update, lock ...) -> answer (op.c).
  * Writes go to the backend first and are acknowledged only once it accepted
- * them and the cache holds the read-back form (API.md §6, §7; codec.c).
+ * them and the cache holds the read-back form (docs/api.md §6, §7; codec.c).
  * This file dispatches an op once its context is known, and owns the
  * store's lifecycle and its maintenance timer. */
 #include <stdio.h>

@@ -2,7 +2,7 @@
 
 The process handling lives in tests/lib/proc.py: every service listens on
 127.0.0.1 on a port picked at run time, is configured through the environment
-(API.md §8 names), and is stopped (SIGTERM, then SIGKILL) when its fixture ends.
+(docs/api.md §8 names), and is stopped (SIGTERM, then SIGKILL) when its fixture ends.
 Its stderr goes to a file whose tail is added to the report of any failing
 test, and teardown fails loudly if the process died on its own, did not exit 0
 on SIGTERM, or a sanitizer (or valgrind) reported an error.

@@ -1,4 +1,4 @@
-"""Every endpoint of API.md §4 in dev mode, with exact envelopes (runtime API issue)."""
+"""Every endpoint of docs/api.md §4 in dev mode, with exact envelopes (runtime API issue)."""
 import json
 import re
 import time

@@ -1,4 +1,4 @@
-"""Token verification (API.md §2, §3): every way a token can be wrong, leeway,
+"""Token verification (docs/api.md §2, §3): every way a token can be wrong, leeway,
 issuer, algorithms, execution mismatch and check order (runtime API issue)."""
 import time
 

@@ -1,4 +1,4 @@
-"""CLI and configuration (service core issue, API.md §8, spec page 'Binary and CLI')."""
+"""CLI and configuration (service core issue, docs/api.md §8, spec page 'Binary and CLI')."""
 import json
 import re
 import time

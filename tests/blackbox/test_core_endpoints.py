@@ -1,4 +1,4 @@
-"""/health, /ready, /metrics and X-Request-Id (API.md §3, §4; service core issue)."""
+"""/health, /ready, /metrics and X-Request-Id (docs/api.md §3, §4; service core issue)."""
 import re
 import time
 from datetime import datetime

@@ -1,4 +1,4 @@
-"""Rate limits (per execution and per client for auth failures) and CORS (API.md §3, §4, §8)."""
+"""Rate limits (per execution and per client for auth failures) and CORS (docs/api.md §3, §4, §8)."""
 import pytest
 
 from lib import new_id

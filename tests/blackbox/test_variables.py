@@ -1,5 +1,5 @@
 """Variables: key encodings, values that must round-trip exactly, sharing per user,
-and atomic increments under concurrency (API.md §2, §4; runtime API issue)."""
+and atomic increments under concurrency (docs/api.md §2, §4; runtime API issue)."""
 import json
 import threading
 import urllib.parse
@@ -137,7 +137,7 @@ def test_values_round_trip(ex, value):
 
 @pytest.mark.parametrize("value", ["42", "true", "null", "-1.5", '{"not":"parsed"}', "[1]"])
 def test_json_looking_strings_stay_strings_in_dev_mode(ex, value):
-    # Dev mode keeps JSON values as they are; the text-column coercion of API.md §6
+    # Dev mode keeps JSON values as they are; the text-column coercion of docs/api.md §6
     # is the backend's, and the in-memory store has no text column.
     eid, api = ex
     p = f"/executions/{eid}/variables/s"

@@ -14,7 +14,7 @@
  *   3. What came back is parsed and the target aborts (libFuzzer reports it)
  *      on: a 500, a malformed status line or header, a Content-Length that
  *      disagrees with the bytes that followed, bytes after "Connection:
- *      close", a JSON body that is not JSON, an error without the API.md §3
+ *      close", a JSON body that is not JSON, an error without the docs/api.md §3
  *      envelope, a reset, or a connection the server never closes.
  *   4. The application is stopped and freed and the loop must be empty, so
  *      no state (dev store, rate limits, metrics series) carries over from
@@ -196,7 +196,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 /* ---- the backend, faked in-process (production variant) ------------------------------ */
 
-/* Answers API.md §6 like the real backend: contexts of two executions,
+/* Answers docs/api.md §6 like the real backend: contexts of two executions,
  * variables per user in a map, output/condition/tool/audit acknowledged.
  * Built and freed with each input, like the application. */
 typedef struct fake_backend {
@@ -473,7 +473,7 @@ static bool name_is(const char *p, size_t n, const char *want)
     return strlen(want) == n && strncasecmp(p, want, n) == 0;
 }
 
-/* The API.md §3 error envelope: an object with success false and string
+/* The docs/api.md §3 error envelope: an object with success false and string
  * error, message and code. Returns false when a skipped check failed. */
 static bool check_error_envelope(int status, const char *body, size_t len)
 {
@@ -485,7 +485,7 @@ static bool check_error_envelope(int status, const char *body, size_t len)
               json_is_string(json_object_get(v, "error")) && json_is_string(json_object_get(v, "message")) &&
               json_is_string(json_object_get(v, "code"));
     json_decref(v);
-    return ok || !bad("envelope", "%d: error body is not the API.md section 3 envelope", status);
+    return ok || !bad("envelope", "%d: error body is not the docs/api.md section 3 envelope", status);
 }
 
 static bool check_json(int status, const char *body, size_t len)
@@ -598,7 +598,7 @@ static void check_responses(const char *p, size_t n, const req_scan *s)
             bad("interim", "unexpected interim status %d", status))
             return;
         if (status == 500 &&
-            bad("500", "500 answer (a bug by API.md section 3)"))
+            bad("500", "500 answer (a bug by docs/api.md section 3)"))
             return;
         if (!have_rid &&
             bad("request-id", "%d response without X-Request-Id", status))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the seed corpus of fuzz_request into tests/fuzz/corpus/request/.
 
-One file per seed: a valid request for every endpoint of API.md section 4
+One file per seed: a valid request for every endpoint of docs/api.md section 4
 (with @TOKEN@ where the token goes; the target replaces it), plus pipelined
 pairs, chunked bodies with trailers, HEAD, Expect: 100-continue, Upgrade,
 HTTP/1.0 and a few refusals (wrong execution, expired token). Run it again

@@ -1,7 +1,7 @@
 """The test harness every suite shares (stdlib and pytest only).
 
     lib.http     RawConn (raw HTTP/1.1 over a socket), Client (keep-alive, bearer
-                 token), Response, assert_error / assert_ok (API.md §3 envelope)
+                 token), Response, assert_error / assert_ok (docs/api.md §3 envelope)
     lib.jwt      hand-made HS256/384/512 tokens, mint_token as the orchestrator does
     lib.proc     the cronium-runtime process: free ports, clean environment, start,
                  wait for /health, logs, stop, sanitizer / valgrind exit codes

@@ -7,7 +7,7 @@ Two ways to talk to it:
   API tests (one per thread).
 
 Both return ``Response`` objects, and ``assert_error`` / ``assert_ok`` check the
-API.md §3 envelope on either.
+docs/api.md §3 envelope on either.
 """
 import http.client
 import json
@@ -332,7 +332,7 @@ def canon(v):
 
 
 def assert_error(resp, status, code=None):
-    """Assert the API.md §3 error envelope, exactly, and return the parsed body.
+    """Assert the docs/api.md §3 error envelope, exactly, and return the parsed body.
     429 and 503 also carry a Retry-After of at least one second."""
     assert resp.status == status, f"expected {status} {code or ''}, got {resp!r}"
     ct = resp.header("Content-Type") or ""

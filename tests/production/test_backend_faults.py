@@ -1,4 +1,4 @@
-"""Backend faults (API.md §6 retries, §3 503 backend_unavailable): retries with
+"""Backend faults (docs/api.md §6 retries, §3 503 backend_unavailable): retries with
 the whole body, an outage, a slow backend, 4xx never retried, Retry-After."""
 import json
 import threading

@@ -1,4 +1,4 @@
-"""Every endpoint of API.md §4 in production mode (backend fake + redis-server),
+"""Every endpoint of docs/api.md §4 in production mode (backend fake + redis-server),
 with the exact envelopes, and what the backend receives for each (§6)."""
 import datetime as dt
 import json

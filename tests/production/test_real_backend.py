@@ -5,7 +5,7 @@ real backend has no route or changes a value.
 * no DELETE on variables (bare 405) and no tools/execute route (the app's JSON
   catch-all 404): the runtime answers 501 not_supported, says the backend does
   not offer the operation, and does not retry;
-* values: the runtime sends every value as a string (API.md §6), so an array
+* values: the runtime sends every value as a string (docs/api.md §6), so an array
   never becomes a Postgres array literal and a big number keeps its digits;
   what other writers left in the backend (array literals, JS number text) is
   read back as the backend holds it;

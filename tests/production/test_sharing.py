@@ -1,4 +1,4 @@
-"""Variables are per user (API.md §2, §7): shared by the executions of one user,
+"""Variables are per user (docs/api.md §2, §7): shared by the executions of one user,
 isolated between users, incremented atomically, cache misses coalesced, and
 the cache never ends up behind the backend after a write."""
 import threading
@@ -120,7 +120,7 @@ def test_concurrent_cache_misses_are_coalesced(stack):
 def test_cache_not_left_stale_by_a_read_racing_a_write(stack):
     """A backend read that started before a write and answers after it must not
     put the old value back into the cache (the write was acknowledged; every
-    later read must see it, API.md §7 "the cache is then updated")."""
+    later read must see it, docs/api.md §7 "the cache is then updated")."""
     eid, uid, c = stack.execution()
     assert c.get(f"/executions/{eid}/context").status == 200
     stack.fb.seed_variable(uid, "race", "old")
@@ -189,7 +189,7 @@ def _increment_after_put_with_a_read_in_flight(st, eid, uid):
     """A read of the variable is in flight at the backend (it read "0" and its
     answer is slow); then a PUT of 10 is acknowledged; then an increment is
     sent. The increment must build on 10: any read it uses has to start after
-    the PUT was accepted (API.md §4: increment is atomic per user and key)."""
+    the PUT was accepted (docs/api.md §4: increment is atomic per user and key)."""
     c = st.client(eid, uid)
     assert c.get(f"/executions/{eid}/context").status == 200
     st.fb.seed_variable(uid, "ctr", "0")

@@ -1,4 +1,4 @@
-"""Valkey is a cache (API.md §1): killed under load the service keeps working
+"""Valkey is a cache (docs/api.md §1): killed under load the service keeps working
 through the backend and /ready says degraded; restarted, it is used again."""
 import random
 import threading

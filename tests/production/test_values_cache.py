@@ -1,4 +1,4 @@
-"""Value encoding toward the backend (API.md §6), type consistency between the
+"""Value encoding toward the backend (docs/api.md §6), type consistency between the
 cache and the backend, and the Valkey keys and TTLs of §7."""
 import json
 import threading

@@ -1,4 +1,4 @@
-/* Unit tests for src/common/config.c: scalar parsers, defaults (API.md §8),
+/* Unit tests for src/common/config.c: scalar parsers, defaults (docs/api.md §8),
  * YAML loading, environment precedence, _FILE secrets, validation, printing
  * and the settings table. */
 #include <stdarg.h>
@@ -843,7 +843,7 @@ static void test_errors_hide_secrets(void **state)
 static void test_table_complete(void **state)
 {
     (void)state;
-    /* API.md §8, every row. */
+    /* docs/api.md §8, every row. */
     static const struct { const char *section, *name, *env; } want[] = {
         {"server", "host", "HOST"},
         {"server", "port", "PORT"},

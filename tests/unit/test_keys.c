@@ -1,4 +1,4 @@
-/* Unit tests for crt_key_valid (src/api/keys.c), the API.md §3 key
+/* Unit tests for crt_key_valid (src/api/keys.c), the docs/api.md §3 key
  * rule: 1–255 bytes of UTF-8 without control characters, and not "." or "..". */
 #include <stdarg.h>
 #include <stddef.h>

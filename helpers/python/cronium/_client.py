@@ -1,4 +1,4 @@
-"""The synchronous client: one method per runtime API endpoint (API.md sections 4 and 9).
+"""The synchronous client: one method per runtime API endpoint (docs/api.md sections 4 and 9).
 
 Creating a client never raises because of the environment; a missing token or
 execution id is reported by the first call as :class:`CroniumConfigError`.

@@ -5,7 +5,7 @@ followed and no proxy from the environment is used, so the bearer token only eve
 goes to the configured runtime URL.  Each attempt opens its own connection, which
 keeps a client safe to share between threads.
 
-Retry policy (API.md section 9):
+Retry policy (docs/api.md section 9):
 
 * connection failures before the request was sent, 429 and 503 are always retried
   (the service did not act on the request);

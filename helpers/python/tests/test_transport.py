@@ -91,7 +91,7 @@ def test_client_errors_are_not_retried(
 
 
 def test_502_backend_error_is_final(server: FaultServer, make_client: ClientFactory, sleeps: List[float]) -> None:
-    # The runtime's own 502: the backend answered something definite and wrong (API.md section 3).
+    # The runtime's own 502: the backend answered something definite and wrong (docs/api.md section 3).
     server.queue(fail(502, "backend_error", "the backend answered 500"), ok({"a": 1}))
     with pytest.raises(cronium.CroniumAPIError) as info:
         make_client().input()
