@@ -53,6 +53,9 @@ static void on_ready(crt_req *req, void *ctx)
                    unready ? "unready" : degraded ? "degraded" : "ready", names[st[0]], names[st[1]]);
     if (workers)
         crt_buf_printf(b, ",\"workers\":{\"ready\":%u,\"total\":%u}", wready, wtotal);
+    /* Where the rate limits are kept now: shared in Valkey, or this process's buckets. */
+    if (app->api)
+        crt_buf_printf(b, ",\"ratelimit\":\"%s\"", crt_api_ratelimit_mode(app->api));
     crt_buf_putc(b, '}');
     crt_req_respond(req, unready ? 503 : 200, "application/json", b->data, b->len);
 }
@@ -272,6 +275,7 @@ int crt_app_init(crt_app *app, uv_loop_t *loop, const crt_config *cfg)
         .rate_limit_per_min = (uint64_t)cfg->rate_limit_per_min,
         .rate_limit_burst = (uint64_t)cfg->rate_limit_burst,
         .auth_failures_per_min = (uint64_t)cfg->auth_failures_per_min,
+        .cache = cfg->rate_limit_store == 0 ? app->cache : NULL,  /* security.rateLimitStore valkey */
         .audit_reads = cfg->audit_reads,
         .router = app->router,
         .metrics = app->metrics,

@@ -5,6 +5,7 @@
 #ifndef CRONIUM_API_H
 #define CRONIUM_API_H
 
+#include "cronium/cache.h"
 #include "cronium/http.h"
 #include "cronium/metrics.h"
 #include "cronium/store.h"
@@ -19,6 +20,7 @@ typedef struct crt_api_opts {
     uint64_t rate_limit_per_min;    /* per execution */
     uint64_t rate_limit_burst;
     uint64_t auth_failures_per_min; /* per client address */
+    crt_cache *cache;               /* borrowed; non-NULL: both limits are kept in Valkey (shared) */
     bool audit_reads;               /* successful reads are audited too */
     crt_router *router;             /* the endpoints are added here */
     crt_metrics *metrics;
@@ -29,5 +31,7 @@ typedef struct crt_api_opts {
 /* Registers the endpoints on o->router. Returns NULL when out of memory. */
 crt_api *crt_api_new(const crt_api_opts *o);
 void crt_api_free(crt_api *rt);
+/* Where the rate limits are kept now: "valkey" or "local" (for /ready). */
+const char *crt_api_ratelimit_mode(const crt_api *api);
 
 #endif

@@ -45,6 +45,7 @@ typedef struct crt_config {
     int64_t rate_limit_per_min;
     int64_t rate_limit_burst;
     int64_t auth_failures_per_min;
+    int64_t rate_limit_store;       /* 0 valkey, 1 local (security.rateLimitStore) */
     bool enable_cors;
     char *allowed_origins;
     bool audit_reads;

@@ -34,6 +34,8 @@ static api_call *call_new(crt_api *api, crt_req *req, const endpoint *ep)
     c->ep = ep;
     c->state = CALL_AUTH;
     c->claims = NULL;
+    c->rl_pending = c->store_pending = c->discard = c->sr_waiting = c->held = false;
+    c->defer_status = 0;
     req->user = c;
     return c;
 }
@@ -49,6 +51,7 @@ static void call_free(api_call *c)
         crt_buf_reset(&c->value);
         crt_buf_reset(&c->key2);
         crt_buf_reset(&c->key3);
+        crt_buf_reset(&c->held_buf);
         c->next_free = api->free_calls;
         api->free_calls = c;
         api->nfree++;
@@ -57,6 +60,7 @@ static void call_free(api_call *c)
     crt_buf_fini(&c->value);
     crt_buf_fini(&c->key2);
     crt_buf_fini(&c->key3);
+    crt_buf_fini(&c->held_buf);
     free(c);
 }
 
@@ -91,9 +95,22 @@ static void audit(api_call *c, const char *outcome, int status)
 
 void crt_api_call_error(api_call *c, int status, const char *code, const char *msg, const char *outcome)
 {
+    if (c->rl_pending) {
+        /* The rate limit's 429 comes first (docs/api.md §3): decided when its verdict arrives. */
+        c->defer_status = status;
+        c->defer_code = code;
+        c->defer_msg = msg;
+        c->defer_outcome = outcome;
+        return;
+    }
     crt_req *r = c->req;
     audit(c, outcome, status);
-    call_free(c);
+    if (c->store_pending) {
+        c->discard = true;  /* refused while the store works: freed when it answers */
+        c->req = NULL;
+    } else {
+        call_free(c);
+    }
     crt_req_error(r, status, code, msg);
 }
 
@@ -129,13 +146,26 @@ void crt_api_add_uint_header(crt_req *r, const char *name, uint64_t v)
 }
 
 /* The store drops work whose client has gone (nobody reads the answer). */
-static bool call_gone(void *ud) { return crt_req_detached(((api_call *)ud)->req); }
+static bool call_gone(void *ud)
+{
+    api_call *c = ud;
+    return c->discard || crt_req_detached(c->req);
+}
 
 /* ---- store completion ------------------------------------------------------------------------------ */
 
 static void on_store_done(void *ud, const crt_store_result *res)
 {
     api_call *c = ud;
+    c->store_pending = false;
+    if (c->discard) {
+        call_free(c);       /* answered 429 meanwhile: the result is dropped */
+        return;
+    }
+    if (c->rl_pending) {
+        crt_api_hold(c, res);   /* answered once the verdict is in */
+        return;
+    }
     crt_req *r = c->req;
     const endpoint *ep = c->ep;
     if (res->err && res->status && res->code) {
@@ -306,7 +336,7 @@ static void on_api(crt_req *r, void *ctx)
     }
     sr.gone = call_gone;
     c->state = CALL_STORE;
-    crt_store_submit(api->store, &sr, on_store_done, c);
+    crt_api_submit(c, &sr, on_store_done);
 }
 
 /* ---- set-up ------------------------------------------------------------------------------------------ */
@@ -346,8 +376,10 @@ crt_api *crt_api_new(const crt_api_opts *o)
         .cache_slots = TOKEN_CACHE_SLOTS,
     };
     api->jwt = crt_jwt_new(&jo);
-    api->rl_exec = crt_ratelimit_new(o->rate_limit_per_min, o->rate_limit_burst, MAX_RATE_KEYS);
-    api->auth_fail = crt_faillimit_new(o->auth_failures_per_min, MAX_RATE_KEYS);
+    crt_rlv_opts ro = {.cache = o->cache, .prefix = "cronium:exec:{", .suffix = "}:rl",
+                       .per_min = o->rate_limit_per_min, .burst = o->rate_limit_burst, .max_local_keys = MAX_RATE_KEYS};
+    api->rl_exec = crt_rlv_new(&ro);
+    api->auth_fail = crt_faillimit_new(o->auth_failures_per_min, MAX_RATE_KEYS, o->cache);
     if (!api->jwt || !api->rl_exec || !api->auth_fail) {
         CRT_LOGF(CRT_LOG_ERROR, "cannot set up the execution API", CRT_LS("error", "out of memory"));
         crt_api_free(api);
@@ -371,7 +403,7 @@ void crt_api_free(crt_api *api)
     if (!api)
         return;
     crt_jwt_free(api->jwt);
-    crt_ratelimit_free(api->rl_exec);
+    crt_rlv_free(api->rl_exec);
     crt_faillimit_free(api->auth_fail);
     while (api->free_calls) {
         api_call *c = api->free_calls;
@@ -379,6 +411,7 @@ void crt_api_free(crt_api *api)
         crt_buf_fini(&c->value);
         crt_buf_fini(&c->key2);
         crt_buf_fini(&c->key3);
+        crt_buf_fini(&c->held_buf);
         free(c);
     }
     free(api);

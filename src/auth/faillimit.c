@@ -1,21 +1,23 @@
 /* The per-address limiter of failed authentications (faillimit.h), on the
- * generic token buckets of ratelimit.h. */
+ * shared limiter of ratelimit_valkey.h (GCRA in Valkey, the generic token
+ * buckets of ratelimit.h as its fallback). */
 #include <stdlib.h>
 #include "cronium/faillimit.h"
-#include "cronium/ratelimit.h"
 
 struct crt_faillimit {
-    crt_ratelimit *rl;
+    crt_rlv *rl;
 };
 
-crt_faillimit *crt_faillimit_new(uint64_t per_min, size_t max_addrs)
+crt_faillimit *crt_faillimit_new(uint64_t per_min, size_t max_addrs, crt_cache *cache)
 {
     crt_faillimit *f = calloc(1, sizeof *f);
     if (!f)
         return NULL;
-    f->rl = crt_ratelimit_new(per_min, per_min, max_addrs);
+    crt_rlv_opts o = {.cache = cache, .prefix = "cronium:authfail:{", .suffix = "}", .per_min = per_min,
+                      .burst = per_min, .max_local_keys = max_addrs};
+    f->rl = crt_rlv_new(&o);
     if (!f->rl) {
-        free(f);
+        crt_faillimit_free(f);
         return NULL;
     }
     return f;
@@ -25,13 +27,18 @@ void crt_faillimit_free(crt_faillimit *f)
 {
     if (!f)
         return;
-    crt_ratelimit_free(f->rl);
+    crt_rlv_free(f->rl);
     free(f);
 }
 
-bool crt_faillimit_fail(crt_faillimit *f, const char *addr, size_t n, uint64_t now_ms, uint64_t *retry_after_s)
+bool crt_faillimit_fail_shared(crt_faillimit *f, crt_rlv_call *call, const char *addr, size_t n, uint64_t now_ms,
+                               crt_rl_result *r, crt_rlv_cb cb, void *ud)
 {
-    crt_rl_result r = crt_ratelimit_take(f->rl, addr, n, now_ms, 1);
-    *retry_after_s = r.retry_after_s ? r.retry_after_s : 1;
-    return r.allowed;
+    if (!crt_rlv_take(f->rl, call, addr, n, now_ms, r, cb, ud))
+        return false;
+    if (!r->allowed && !r->retry_after_s)
+        r->retry_after_s = 1;
+    return true;
 }
+
+const char *crt_faillimit_mode(const crt_faillimit *f) { return crt_rlv_mode(f->rl); }

@@ -304,6 +304,7 @@ void crt_cache__release(crt_cache *c)
 {
     if (c->state != C_CLOSED || c->open_handles > 0)
         return;
+    crt_cache__scripts_free(c);
     free(c->host);
     free(c->path);
     free(c->password);

@@ -187,6 +187,7 @@ static void cache_became_ready(crt_cache *c)
                  CRT_LI("port", c->port));
     c->was_up = true;
     (*c->m_reconnects)++;
+    crt_cache__scripts_load(c);     /* first on the connection: EVALSHA behind it finds them */
     if (c->on_ready)
         c->on_ready(c->on_ready_ctx);
 }

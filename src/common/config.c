@@ -16,6 +16,7 @@
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"json", "text", NULL};
+static const char *const rate_limit_stores[] = {"valkey", "local", NULL};
 
 static const crt_config_opt opts[] = {
     {"server", "host", "HOST", CRT_CT_STR, "0.0.0.0", 0, 0, OFF(host), NULL, "Address to listen on."},
@@ -46,6 +47,7 @@ static const crt_config_opt opts[] = {
     {"security", "rateLimitPerMin", "RATE_LIMIT_PER_MIN", CRT_CT_INT, "1000", 1, 1000000000, OFF(rate_limit_per_min), NULL, "Requests per minute per execution (token bucket refill)."},
     {"security", "rateLimitBurst", "RATE_LIMIT_BURST", CRT_CT_INT, "100", 1, 1000000000, OFF(rate_limit_burst), NULL, "Token bucket size per execution."},
     {"security", "authFailuresPerMin", "AUTH_FAILURES_PER_MIN", CRT_CT_INT, "60", 1, 1000000000, OFF(auth_failures_per_min), NULL, "Authentication failures per minute per client address before 429."},
+    {"security", "rateLimitStore", "RATE_LIMIT_STORE", CRT_CT_ENUM, "valkey", 0, 0, OFF(rate_limit_store), rate_limit_stores, "Where both rate limits are kept: valkey (shared by every process and replica, when cache.url is set; local buckets while Valkey is unavailable) or local (each process its own)."},
     {"security", "enableCors", "ENABLE_CORS", CRT_CT_BOOL, "false", 0, 0, OFF(enable_cors), NULL, "Answer CORS preflights and add CORS headers."},
     {"security", "allowedOrigins", "ALLOWED_ORIGINS", CRT_CT_STR, "*", 0, 0, OFF(allowed_origins), NULL, "Comma list of allowed origins, or *."},
     {"security", "auditReads", "AUDIT_READS", CRT_CT_BOOL, "true", 0, 0, OFF(audit_reads), NULL, "Audit successful reads too (writes, tool actions and every refusal are always audited)."},
