@@ -23,5 +23,8 @@ int crt_cache_script_run(crt_cache_script *s, bool full, crt_cache_cb cb, void *
 bool crt_cache_script_noscript(const crt_cache_reply *r);
 /* The script's SHA1 as 40 hex digits (tests, logs). */
 const char *crt_cache_script_sha(const crt_cache_script *s);
+/* Counts the connections the script was loaded on: changes with each
+ * reconnect (a failure seen on an older connection is history). */
+uint64_t crt_cache_script_connection(const crt_cache_script *s);
 
 #endif

@@ -17,6 +17,7 @@ struct crt_cache_script {
     char *lua;
     size_t lua_len;
     char sha[41];
+    uint64_t loads;             /* connections it was loaded on */
     struct crt_cache_script *next;
 };
 
@@ -60,6 +61,7 @@ static void on_load_reply(void *ud, const crt_cache_reply *r)
 void crt_cache__scripts_load(crt_cache *c)
 {
     for (crt_cache_script *s = c->scripts; s; s = s->next) {
+        s->loads++;
         const char *argv[3] = {"SCRIPT", "LOAD", s->lua};
         size_t lens[3] = {6, 4, s->lua_len};
         /* The callback only logs; s lives as long as the cache, whose free
@@ -106,3 +108,5 @@ bool crt_cache_script_noscript(const crt_cache_reply *r)
 }
 
 const char *crt_cache_script_sha(const crt_cache_script *s) { return s->sha; }
+
+uint64_t crt_cache_script_connection(const crt_cache_script *s) { return s->loads; }

@@ -42,7 +42,8 @@ struct crt_rlv {
     char suffix[16];
     char interval[40];          /* microseconds per token, as the script's ARGV[1] */
     char burst[24];
-    bool last_failed;           /* Valkey's last answer was no verdict: /ready says local */
+    bool last_failed;           /* Valkey's last answer was no verdict: /ready says local... */
+    uint64_t failed_conn;       /* ...while still on the connection that gave it */
 };
 
 crt_rlv *crt_rlv_new(const crt_rlv_opts *o)
@@ -144,6 +145,7 @@ static void on_take_reply(void *ud, const crt_cache_reply *rep)
                  CRT_LS("error", rep->err ? "unavailable or timed out" : "unexpected answer"),
                  CRT_LSN("reply", rep->str ? rep->str : "", rep->str ? rep->len : 0));
     l->last_failed = true;
+    l->failed_conn = crt_cache_script_connection(l->script);
     answer_local(call);
 }
 
@@ -173,5 +175,7 @@ bool crt_rlv_take(crt_rlv *l, crt_rlv_call *call, const char *key, size_t klen, 
 
 const char *crt_rlv_mode(const crt_rlv *l)
 {
-    return l->script && crt_cache_ready(l->cache) && !l->last_failed ? "valkey" : "local";
+    if (!l->script || !crt_cache_ready(l->cache))
+        return "local";
+    return l->last_failed && l->failed_conn == crt_cache_script_connection(l->script) ? "local" : "valkey";
 }

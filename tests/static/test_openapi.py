@@ -265,7 +265,7 @@ def test_live_responses_validate(spec, start_service, fake_backend, tmp_path):
     c("HEAD", "/health", 200)
     c("GET", "/health", 200, headers={"X-Request-Id": "req-abc-123"})
     ready, _ = c("GET", "/ready", 200)
-    assert ready == {"status": "ready", "checks": {"valkey": "disabled", "backend": "disabled"}}
+    assert ready == {"status": "ready", "checks": {"valkey": "disabled", "backend": "disabled"}, "ratelimit": "local"}
     c("GET", "/metrics", 200)
 
     c("GET", f"{x}/input", 200, token=tok)
