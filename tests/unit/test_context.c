@@ -1,4 +1,4 @@
-/* Unit tests for src/runtime/context.c: the docs/api.md §5 context built from the
+/* Unit tests for src/store/context.c: the docs/api.md §5 context built from the
  * backend's reply (spliced, byte-exact), and crt_json_path. */
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,4 +1,4 @@
-/* Unit tests for src/runtime/ratelimit.c: token buckets with an explicit
+/* Unit tests for src/common/ratelimit.c: token buckets with an explicit
  * clock, Retry-After / Reset / remaining, independent keys, the bound on the
  * number of buckets and the incremental reclaim of idle full buckets. */
 #include <stdarg.h>
