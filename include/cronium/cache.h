@@ -8,7 +8,15 @@
  * connection (pending commands complete with CRT_EUNAVAIL) and reconnects.
  * The connection is ready only once the server answered PING. While it is
  * not ready, commands fail at once so callers go straight to the backend.
- * Handlers never see hiredis types. */
+ * Handlers never see hiredis types.
+ *
+ * With sentinels (cache_sentinel.c) the address is not fixed: the client asks
+ * each sentinel in turn (SENTINEL get-master-addr-by-name, one cache timeout
+ * each) for the master, keeps that sentinel connection subscribed to
+ * +switch-master, checks after connecting that the server is a master (INFO
+ * replication), asks again after every disconnect, and notices when the
+ * master's replication history changed (another server was promoted): see
+ * crt_cache_master_changed. */
 #ifndef CRONIUM_CACHE_H
 #define CRONIUM_CACHE_H
 
@@ -58,7 +66,16 @@ typedef struct crt_cache_opts {
     size_t max_pending;
     size_t max_reply;               /* bytes of one reply; 0: CRT_CACHE_MAX_REPLY_DEFAULT */
     const crt_cache_resolver *resolver; /* NULL: uv_getaddrinfo (copied) */
+    /* Sentinel mode (url unused): "host:port,host:port" and the master's
+     * name; password and db above apply to the master. */
+    const char *sentinels;
+    const char *master_name;
+    const char *sentinel_password;  /* AUTH to the sentinels; NULL/"": none */
 } crt_cache_opts;
+
+/* Validates a sentinel list (host:port,...; names or IPs, [v6]:port).
+ * Writes a message to err. */
+int crt_cache_check_sentinels(const char *list, char *err, size_t errcap);
 
 /* Parses and validates a URL (no connection). Writes a message to err. */
 int crt_cache_check_url(const char *url, char *err, size_t errcap);
@@ -70,6 +87,13 @@ bool crt_cache_ready(const crt_cache *c);
 /* fn runs each time the connection becomes ready, before any other command
  * can be sent on it (so what fn sends is ordered first). */
 void crt_cache_on_ready(crt_cache *c, void (*fn)(void *ctx), void *ctx);
+/* Inside the on-ready hook: nonzero when this master's replication history
+ * differs from the previous ready one's (a replica was promoted), so writes
+ * the old master acknowledged may be missing here. The value is the loop
+ * time (uv_now) at which the old master was last seen working; writes from
+ * somewhat before it may be lost. 0 otherwise (and always without
+ * sentinels). */
+uint64_t crt_cache_master_changed(const crt_cache *c);
 /* Disconnects; pending commands complete with CRT_EUNAVAIL; freed once the
  * last handle is closed. */
 void crt_cache_free(crt_cache *c);

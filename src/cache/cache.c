@@ -153,6 +153,10 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
     crt_cache *c = x->c;
     redisReply *rep = r;
     unlink_cmd(c, x);
+    /* A demoted master answers writes with -READONLY: it is a replica now,
+     * ask the sentinels again (after this reply, on the next loop turn). */
+    bool readonly = rep && rep->type == REDIS_REPLY_ERROR && c->nsentinels && c->ac == ac &&
+                    c->state == C_READY && !strncmp(rep->str, "READONLY", 8);
     /* No reply on the current connection: hiredis is dropping it (EOF, a
      * reply refused, cache_conn.c), its on_disconnect follows these
      * callbacks. Not ready from now on, for them too. */
@@ -182,6 +186,8 @@ static void on_reply(redisAsyncContext *ac, void *r, void *privdata)
         x->cb(x->ud, &out);
     }
     free(x);
+    if (readonly && c->state == C_READY && c->ac == ac)
+        crt_cache__reconnect_now(c, "the master became a replica (READONLY)");
     if (c->state != C_CLOSED)
         arm_cmd_timer(c);
 }
@@ -239,6 +245,8 @@ int crt_cache_cmd(crt_cache *c, crt_cache_cb cb, void *ud, int argc, const char 
 
 bool crt_cache_ready(const crt_cache *c) { return c && c->state == C_READY; }
 
+uint64_t crt_cache_master_changed(const crt_cache *c) { return c ? c->changed : 0; }
+
 void crt_cache_on_ready(crt_cache *c, void (*fn)(void *ctx), void *ctx)
 {
     c->on_ready = fn;
@@ -263,17 +271,36 @@ static double gauge_up(void *ctx) { return crt_cache_ready(ctx) ? 1 : 0; }
 crt_cache *crt_cache_new(uv_loop_t *loop, const crt_cache_opts *o, crt_metrics *m, char *err, size_t errcap)
 {
     url_parts u;
-    if (parse_url(o->url, &u, err, errcap))
+    bool sentinel = o->sentinels && *o->sentinels;
+    if (sentinel) {
+        /* The master's address comes from the sentinels. */
+        memset(&u, 0, sizeof u);
+        u.db = -1;
+        if (!o->master_name || !*o->master_name) {
+            snprintf(err, errcap, "cache.masterName (VALKEY_MASTER_NAME) is required with cache.sentinels");
+            return NULL;
+        }
+    } else if (parse_url(o->url, &u, err, errcap)) {
         return NULL;
+    }
     crt_cache *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
     c->loop = loop;
-    if (u.is_unix)
+    if (sentinel) {
+        if (crt_cache__sentinels_parse(c, o->sentinels, err, errcap)) {
+            free(c);
+            return NULL;
+        }
+        c->master_name = strdup(o->master_name);
+        if (o->sentinel_password && *o->sentinel_password)
+            c->sentinel_password = strdup(o->sentinel_password);
+    } else if (u.is_unix)
         c->path = strdup(u.path);
     else
         c->host = strdup(u.host);
-    c->port = u.port;
+    if (!sentinel)
+        c->port = u.port;
     const char *pw = o->password && *o->password ? o->password : u.password;
     c->password = *pw ? strdup(pw) : NULL;
     c->db = o->db >= 0 ? (int)o->db : (u.db >= 0 ? u.db : 0);
@@ -288,13 +315,16 @@ crt_cache *crt_cache_new(uv_loop_t *loop, const crt_cache_opts *o, crt_metrics *
     uv_timer_init(loop, &c->state_timer);
     uv_timer_init(loop, &c->cmd_timer);
     uv_check_init(loop, &c->guard);     /* started while connected (cache_conn.c) */
-    c->state_timer.data = c->cmd_timer.data = c->guard.data = c;
-    c->open_handles = 3;
+    uv_timer_init(loop, &c->s_timer);
+    c->state_timer.data = c->cmd_timer.data = c->guard.data = c->s_timer.data = c;
+    c->open_handles = 4;
     crt_metrics_gauge(m, "cronium_runtime_valkey_up", "1 when the Valkey connection is ready.", "", gauge_up, c);
     c->m_errors = crt_metrics_counter(m, "cronium_runtime_valkey_errors_total",
                                       "Valkey commands that failed or timed out.", "");
     c->m_reconnects = crt_metrics_counter(m, "cronium_runtime_valkey_connects_total",
                                           "Successful Valkey (re)connections.", "");
+    c->m_switches = crt_metrics_counter(m, "cronium_runtime_valkey_master_changes_total",
+                                        "Valkey masters found with another replication history (a failover).", "");
     c->state = C_DOWN;
     crt_cache__connect(c);
     return c;
@@ -305,6 +335,7 @@ void crt_cache__release(crt_cache *c)
     if (c->state != C_CLOSED || c->open_handles > 0)
         return;
     crt_cache__scripts_free(c);
+    crt_cache__sentinel_free(c);
     free(c->host);
     free(c->path);
     free(c->password);
@@ -331,6 +362,8 @@ void crt_cache_free(crt_cache *c)
         uv_close((uv_handle_t *)&c->state_timer, on_handle_closed);
         uv_close((uv_handle_t *)&c->cmd_timer, on_handle_closed);
         uv_close((uv_handle_t *)&c->guard, on_handle_closed);
+        uv_close((uv_handle_t *)&c->s_timer, on_handle_closed);
+        crt_cache__sentinel_close(c);
         if (c->gai_busy)
             c->resolver.cancel(c->resolver.ctx, &c->gai);
     }

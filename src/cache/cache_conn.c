@@ -107,9 +107,11 @@ static void install_checks(crt_cache *c, redisAsyncContext *ac)
 /* After the loop's I/O: a partial reply the reader holds over max_reply
  * (a huge bulk arriving) is dropped here, at most one read (16 KiB) past
  * the cap, long before it is complete. */
-static void on_guard(uv_check_t *h)
+void crt_cache__guard_cb(uv_check_t *h)
 {
     crt_cache *c = h->data;
+    if (c->sac)
+        crt_cache__sentinel_guard(c);
     if (!c->ac)
         return;
     const redisReader *r = c->ac->c.reader;
@@ -143,9 +145,12 @@ void crt_cache__down(crt_cache *c, const char *why)
         return;
     bool was_ready = c->state == C_READY;
     c->state = C_DOWN;
-    if (c->gai_busy)
+    if (was_ready)
+        c->last_good = uv_now(c->loop);
+    if (c->gai_busy && !c->gai_sentinel)
         c->resolver.cancel(c->resolver.ctx, &c->gai);
-    uv_check_stop(&c->guard);
+    if (!c->sac)
+        uv_check_stop(&c->guard);
     redisAsyncContext *ac = c->ac;
     c->ac = NULL;
     if (ac)
@@ -160,6 +165,17 @@ void crt_cache__down(crt_cache *c, const char *why)
     }
     uv_timer_stop(&c->cmd_timer);
     schedule_reconnect(c);
+}
+
+/* Drops the connection (if any) and connects again on the next loop turn:
+ * the master moved, so waiting for a backoff would only add bypassed
+ * requests. */
+void crt_cache__reconnect_now(crt_cache *c, const char *why)
+{
+    if (c->state != C_DOWN)
+        crt_cache__down(c, why);
+    if (c->state == C_DOWN)
+        uv_timer_start(&c->state_timer, on_state_timer, 0, 0);
 }
 
 static void on_connect(const redisAsyncContext *ac, int status)
@@ -182,14 +198,56 @@ static void cache_became_ready(crt_cache *c)
     c->state = C_READY;
     c->backoff_ms = CRT_CACHE_BACKOFF_MIN_MS;
     uv_timer_stop(&c->state_timer);
-    if (!c->was_up)
-        CRT_LOGF(CRT_LOG_INFO, "valkey connected", CRT_LS("address", c->host ? c->host : c->path),
-                 CRT_LI("port", c->port));
+    if (!c->was_up || c->changed)
+        CRT_LOGF(CRT_LOG_INFO, c->changed ? "valkey connected to a new master" : "valkey connected",
+                 CRT_LS("address", c->host ? c->host : c->path), CRT_LI("port", c->port));
     c->was_up = true;
     (*c->m_reconnects)++;
     crt_cache__scripts_load(c);     /* first on the connection: EVALSHA behind it finds them */
     if (c->on_ready)
         c->on_ready(c->on_ready_ctx);
+    c->changed = 0;
+}
+
+/* Sentinel mode's handshake end: the server must be a master, and a
+ * master_replid other than the last one means another history (a promoted
+ * replica): the store then distrusts what the old master may have lost. */
+static void on_info_reply(void *ud, const crt_cache_reply *r)
+{
+    crt_cache *c = ud;
+    if (r->err || c->state != C_CONNECTING)
+        return;
+    if (r->type != CRT_CACHE_STR) {
+        crt_cache__down(c, r->type == CRT_CACHE_ERROR ? "INFO answered with an error" : "INFO answered wrongly");
+        return;
+    }
+    char role[16] = "", replid[sizeof c->replid] = "";
+    for (size_t i = 0; i < r->len;) {
+        const char *line = r->str + i;
+        const char *nl = memchr(line, '\n', r->len - i);
+        size_t n = nl ? (size_t)(nl - line) : r->len - i;
+        i += n + 1;
+        if (n && line[n - 1] == '\r')
+            n--;
+        if (n > 5 && !memcmp(line, "role:", 5))
+            snprintf(role, sizeof role, "%.*s", (int)(n - 5), line + 5);
+        else if (n > 14 && !memcmp(line, "master_replid:", 14))
+            snprintf(replid, sizeof replid, "%.*s", (int)(n - 14), line + 14);
+    }
+    if (strcmp(role, "master")) {
+        /* A stale answer (the sentinels have not switched yet) or a demoted
+         * master: ask again after the backoff. */
+        CRT_LOGF(CRT_LOG_WARN, "valkey server is not the master: asking the sentinels again",
+                 CRT_LS("address", c->host), CRT_LI("port", c->port), CRT_LS("role", *role ? role : "unknown"));
+        crt_cache__down(c, "not the master");
+        return;
+    }
+    if (c->replid[0] && strcmp(c->replid, replid)) {
+        c->changed = c->last_good ? c->last_good : uv_now(c->loop);
+        (*c->m_switches)++;
+    }
+    snprintf(c->replid, sizeof c->replid, "%s", replid);
+    cache_became_ready(c);
 }
 
 /* hiredis dropped the connection: EOF, a socket error, a reply its reader
@@ -256,7 +314,7 @@ static void start_connect(crt_cache *c, const char *ip)
     install_checks(c, ac);
     c->ac = ac;
     c->state = C_CONNECTING;
-    uv_check_start(&c->guard, on_guard);
+    uv_check_start(&c->guard, crt_cache__guard_cb);
     redisAsyncSetConnectCallback(ac, on_connect);
     redisAsyncSetDisconnectCallback(ac, on_disconnect);
     /* AUTH, SELECT and PING go first on the wire; commands are refused until
@@ -272,8 +330,14 @@ static void start_connect(crt_cache *c, const char *ip)
         const char *argv[2] = {"SELECT", dbs};
         crt_cache_cmd(c, on_auth_reply, c, 2, argv, NULL);
     }
-    const char *ping[1] = {"PING"};
-    int rc = crt_cache_cmd(c, on_ping_reply, c, 1, ping, NULL);
+    int rc;
+    if (c->nsentinels) {
+        const char *info[2] = {"INFO", "replication"};
+        rc = crt_cache_cmd(c, on_info_reply, c, 2, info, NULL);
+    } else {
+        const char *ping[1] = {"PING"};
+        rc = crt_cache_cmd(c, on_ping_reply, c, 1, ping, NULL);
+    }
     c->state = C_CONNECTING;
     if (rc)
         crt_cache__down(c, "cannot send PING");
@@ -282,7 +346,9 @@ static void start_connect(crt_cache *c, const char *ip)
 static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     crt_cache *c = req->data;
+    bool for_sentinel = c->gai_sentinel;
     c->gai_busy = false;
+    c->gai_sentinel = false;
     c->open_handles--;
     if (c->state == C_CLOSED) {
         if (res)
@@ -301,6 +367,10 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     }
     if (res)
         uv_freeaddrinfo(res);
+    if (for_sentinel) {
+        crt_cache__sentinel_resolved(c, status, ip);
+        return;
+    }
     if (c->state != C_RESOLVING) {
         /* The attempt it was for timed out; the next one uses the answer
          * rather than starting the same slow lookup again. */
@@ -316,7 +386,34 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     start_connect(c, ip);
 }
 
+/* One lookup in libuv's pool (through the resolver); 0 when started. */
+int crt_cache__resolve(crt_cache *c, const char *host, bool for_sentinel)
+{
+    if (c->gai_busy)
+        return CRT_EUNAVAIL;
+    c->gai.data = c;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
+    if (c->resolver.start(c->resolver.ctx, c->loop, &c->gai, on_resolved, host, &hints) != 0)
+        return CRT_EIO;
+    c->gai_busy = true;
+    c->gai_sentinel = for_sentinel;
+    c->open_handles++;
+    return 0;
+}
+
+/* A (re)connection: with sentinels, ask them first, unless they just gave
+ * the address. */
 void crt_cache__connect(crt_cache *c)
+{
+    if (c->nsentinels && !c->addr_fresh) {
+        crt_cache__sentinel_ask(c);
+        return;
+    }
+    c->addr_fresh = false;
+    crt_cache__connect_addr(c);
+}
+
+void crt_cache__connect_addr(crt_cache *c)
 {
     uv_timer_start(&c->state_timer, on_state_timer, c->timeout_ms, 0);
     if (!c->host) {
@@ -341,13 +438,7 @@ void crt_cache__connect(crt_cache *c)
     c->state = C_RESOLVING;
     if (c->gai_busy)
         return;
-    c->gai.data = c;
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
-    if (c->resolver.start(c->resolver.ctx, c->loop, &c->gai, on_resolved, c->host, &hints) == 0) {
-        c->gai_busy = true;
-        c->open_handles++;
-    } else {
+    if (crt_cache__resolve(c, c->host, false))
         crt_cache__down(c, "cannot resolve");
-    }
 }
 

@@ -17,8 +17,21 @@
 /* DOWN -> RESOLVING -> CONNECTING (TCP, then AUTH, SELECT, PING) -> READY
  * once PING is answered; any failure -> DOWN, then a reconnect after a
  * backoff. CLOSED: crt_cache_free was called; freed once the last handle
- * has closed. */
-typedef enum { C_DOWN, C_RESOLVING, C_CONNECTING, C_READY, C_CLOSED } crt_cache_state;
+ * has closed. With sentinels: DOWN -> DISCOVER (the sentinel side looks for
+ * the master) -> RESOLVING..., and INFO replication (role:master) instead of
+ * PING. */
+typedef enum { C_DOWN, C_DISCOVER, C_RESOLVING, C_CONNECTING, C_READY, C_CLOSED } crt_cache_state;
+
+/* The sentinel side (cache_sentinel.c): IDLE -> RESOLVING (the sentinel's
+ * name) -> ASKING (get-master-addr-by-name, SUBSCRIBE +switch-master sent)
+ * -> WATCHING (answered; subscribed) ; a failure tries the next sentinel,
+ * after all of them WAIT (a backoff) unless the master side gives up. */
+typedef enum { S_IDLE, S_RESOLVING, S_ASKING, S_WATCHING, S_WAIT } crt_cache_sstate;
+
+typedef struct crt_cache_sentinel {
+    char *host;
+    int port;
+} crt_cache_sentinel;
 
 struct crt_cache {
     uv_loop_t *loop;
@@ -54,11 +67,38 @@ struct crt_cache {
     struct crt_cache_script *scripts;   /* cache_script.c: loaded on ready, freed with the cache */
     uint64_t *m_errors;
     uint64_t *m_reconnects;
+    /* Sentinel mode (nsentinels > 0; cache_sentinel.c): */
+    crt_cache_sentinel *sentinels;
+    size_t nsentinels;
+    size_t sidx;                /* the sentinel asked (or watched) now */
+    size_t stried;              /* sentinels tried in this round */
+    char *master_name;
+    char *sentinel_password;
+    redisAsyncContext *sac;     /* the sentinel connection (asks, then subscribed) */
+    crt_cache_sstate sstate;
+    uv_timer_t s_timer;         /* per-sentinel timeout, backoff between rounds */
+    bool gai_sentinel;          /* the running lookup is a sentinel's name */
+    bool addr_fresh;            /* host/port just came from a sentinel: connect without asking again */
+    char replid[48];            /* master_replid of the last master that was ready */
+    uint64_t last_good;         /* uv_now when the ready master last worked (then lost) */
+    uint64_t changed;           /* for the on-ready hook: crt_cache_master_changed */
+    uint64_t *m_switches;
 };
 
 /* cache_conn.c */
 void crt_cache__connect(crt_cache *c);
+void crt_cache__connect_addr(crt_cache *c);
 void crt_cache__down(crt_cache *c, const char *why);
+void crt_cache__reconnect_now(crt_cache *c, const char *why);
+int crt_cache__resolve(crt_cache *c, const char *host, bool for_sentinel);
+void crt_cache__guard_cb(uv_check_t *h);
+/* cache_sentinel.c */
+int crt_cache__sentinels_parse(crt_cache *c, const char *list, char *err, size_t errcap);
+void crt_cache__sentinel_ask(crt_cache *c);
+void crt_cache__sentinel_resolved(crt_cache *c, int status, const char *ip);
+void crt_cache__sentinel_close(crt_cache *c);
+void crt_cache__sentinel_guard(crt_cache *c);
+void crt_cache__sentinel_free(crt_cache *c);
 /* cache.c */
 void crt_cache__release(crt_cache *c);
 /* cache_script.c: SCRIPT LOAD of every registered script (on ready, before
