@@ -60,16 +60,13 @@ static int production_new(crt_app *app, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return CRT_EINVAL;
     }
-    if ((cfg->cache_url && *cfg->cache_url) || (cfg->cache_sentinels && *cfg->cache_sentinels)) {
+    if (cfg->cache_url && *cfg->cache_url) {
         crt_cache_opts co = {
             .url = cfg->cache_url,
             .password = cfg->cache_password,
             .db = cfg->cache_db,
             .timeout_ms = cfg->cache_timeout_ms,
             .max_pending = 10000,
-            .sentinels = cfg->cache_sentinels,
-            .master_name = cfg->cache_master_name,
-            .sentinel_password = cfg->cache_sentinel_password,
         };
         app->cache = crt_cache_new(app->loop, &co, app->metrics, err, errcap);
         if (!app->cache)
@@ -79,6 +76,12 @@ static int production_new(crt_app *app, char *err, size_t errcap)
      * the app's /ready check reads crt_cache_ready instead. */
     crt_prodstore_opts so = {.cache_ttl_ms = cfg->cache_ttl_ms, .lock_ttl_ms = cfg->lock_ttl_ms,
                              .op_budget_ms = deadline};
+    /* cache.singleProcess auto: alone when one worker runs without Valkey
+     * (the sidecar, the embedded runtime without a cache); with Valkey
+     * configured, others may share the variables, so its outage refuses
+     * increments and appends rather than risk losing one. */
+    so.single_process = cfg->single_process_mode == 1 ||
+                        (cfg->single_process_mode < 0 && !app->cache && cfg->nworkers == 1);
     app->store = crt_prodstore_new(app->loop, &so, app->metrics, app->backend, app->cache);
     if (!app->store) {
         snprintf(err, errcap, "out of memory");
@@ -90,8 +93,7 @@ static int production_new(crt_app *app, char *err, size_t errcap)
     if (!app->audit)
         return CRT_EINVAL;
     CRT_LOGF(CRT_LOG_INFO, "production store", CRT_LS("backend", cfg->backend_url),
-             CRT_LS("valkey", !app->cache ? "disabled (no cache.url)"
-                                 : cfg->cache_sentinels && *cfg->cache_sentinels ? "through sentinels" : "configured"));
+             CRT_LS("valkey", app->cache ? "configured" : "disabled (no cache.url)"));
     return 0;
 }
 

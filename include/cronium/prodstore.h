@@ -15,6 +15,11 @@ typedef struct crt_prodstore_opts {
     uint64_t cache_ttl_ms;          /* cached values (cache.ttl) */
     uint64_t lock_ttl_ms;           /* increment locks (cache.lockTtl) */
     uint64_t op_budget_ms;          /* an operation's deadline when the request gives none */
+    /* The process is alone on its port (cache.singleProcess, one worker):
+     * without Valkey, increments and appends are serialised in the process
+     * only. Otherwise they are refused (503 cache_unavailable) while Valkey
+     * is down or not configured, since no cross-process lock exists. */
+    bool single_process;
 } crt_prodstore_opts;
 
 /* backend is required; cache may be NULL (no Valkey: no caching, increments

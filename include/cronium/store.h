@@ -53,6 +53,7 @@ typedef enum {
     CRT_ST_PUT_VAR,         /* var.key, var.value */
     CRT_ST_DEL_VAR,         /* var.key */
     CRT_ST_INCR_VAR,        /* incr.key, incr.by; json: the new number */
+    CRT_ST_APPEND_VAR,      /* append.key, .value, .separator; json: the new string */
     CRT_ST_TOOL_ACTION,     /* tool.name, tool.action, tool.params; json: the result object */
 } crt_store_op;
 
@@ -72,6 +73,11 @@ typedef struct crt_store_req {
             crt_span key;
             crt_span by;            /* a JSON number */
         } incr;
+        struct {
+            crt_span key;
+            crt_span value;         /* a JSON string: the text appended */
+            crt_span separator;     /* a JSON string put before it ("\"\"" for none) */
+        } append;
         struct {
             crt_span name;          /* the tool */
             crt_span action;

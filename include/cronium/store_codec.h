@@ -12,6 +12,12 @@
  * value v: a string whose text spells a non-string JSON value reads back as
  * that value ("\"42\"" -> 42); anything else as itself. */
 void crt_store_read_back(const char *v, size_t n, crt_buf *out);
+/* Appends to out the JSON string of an append: the string cur (NULL when
+ * the variable is missing: ""), then the JSON string sep (only when that
+ * text is not empty: the separator goes between) and val. Returns
+ * 0, CRT_ECONFLICT (cur is not a JSON string), CRT_EINVAL or CRT_ENOMEM. */
+int crt_store_append(const char *cur, size_t curlen, const char *sep, size_t seplen, const char *val, size_t vallen,
+                     crt_buf *out);
 /* Appends the PUT body {"value": <encoded>}: a string as itself, anything
  * else as its JSON text (42 -> "42"). */
 void crt_store_put_body(const char *v, size_t n, crt_buf *out);

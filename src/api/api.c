@@ -214,6 +214,7 @@ static void on_store_done(void *ud, const crt_store_result *res)
     switch (ep->kind) {
     case EP_VAR_GET:
     case EP_VAR_INCR:
+    case EP_VAR_APPEND:
         call_ok(c, res->json, res->len, true);
         return;
     case EP_COND_GET: {
@@ -285,7 +286,8 @@ static void on_api(crt_req *r, void *ctx)
             return;
         }
     }
-    if (ep->kind == EP_VAR_GET || ep->kind == EP_VAR_PUT || ep->kind == EP_VAR_DEL || ep->kind == EP_VAR_INCR) {
+    if (ep->kind == EP_VAR_GET || ep->kind == EP_VAR_PUT || ep->kind == EP_VAR_DEL || ep->kind == EP_VAR_INCR ||
+        ep->kind == EP_VAR_APPEND) {
         if (!crt_key_valid(r->params[1].p, r->params[1].len)) {
             crt_api_call_error(c, 400, "invalid_key",
                                "variable key must be 1 to 255 bytes of UTF-8 without control characters, "
@@ -319,6 +321,11 @@ static void on_api(crt_req *r, void *ctx)
     case EP_VAR_INCR:
         sr.incr.key = r->params[1];
         sr.incr.by = value;
+        break;
+    case EP_VAR_APPEND:
+        sr.append.key = r->params[1];
+        sr.append.value = value;
+        sr.append.separator = (crt_span){c->key2.data, c->key2.len};
         break;
     case EP_TOOL:
         sr.tool.name = (crt_span){c->key3.data, c->key3.len};
@@ -356,6 +363,7 @@ static const struct {
     {EP_VAR_PUT, "PUT", "/executions/{id}/variables/{key}", "set_variable", CRT_ST_PUT_VAR},
     {EP_VAR_DEL, "DELETE", "/executions/{id}/variables/{key}", "delete_variable", CRT_ST_DEL_VAR},
     {EP_VAR_INCR, "POST", "/executions/{id}/variables/{key}/increment", "increment_variable", CRT_ST_INCR_VAR},
+    {EP_VAR_APPEND, "POST", "/executions/{id}/variables/{key}/append", "append_variable", CRT_ST_APPEND_VAR},
     {EP_TOOL, "POST", "/tool-actions/execute", "execute_tool_action", CRT_ST_TOOL_ACTION},
 };
 

@@ -67,6 +67,24 @@ const char *crt_api_parse_body(api_call *c)
             crt_buf_append(&c->value, doc.data + s.off, s.len);
         break;
     }
+    case EP_VAR_APPEND: {
+        const char *keys[2] = {"value", "separator"};
+        crt_json_slot s[2];
+        if (crt_json_object(body->data ? body->data : "", body->len, &doc, keys, s, 2))
+            err = "body must be a JSON object {\"value\": <string>, \"separator\": <string>}";
+        else if (!s[0].len || crt_json_kind_of(doc.data + s[0].off, s[0].len) != CRT_JSON_STRING)
+            err = "\"value\" must be a string";
+        else if (s[1].len && crt_json_kind_of(doc.data + s[1].off, s[1].len) != CRT_JSON_STRING)
+            err = "\"separator\" must be a string";
+        else {
+            crt_buf_append(&c->value, doc.data + s[0].off, s[0].len);
+            if (s[1].len)
+                crt_buf_append(&c->key2, doc.data + s[1].off, s[1].len);
+            else
+                crt_buf_puts(&c->key2, "\"\"");
+        }
+        break;
+    }
     case EP_TOOL: {
         const char *keys[4] = {"tool", "action", "params", "config"};
         crt_json_slot s[4];

@@ -13,7 +13,7 @@
 
 typedef enum {
     EP_INPUT, EP_OUTPUT_SET, EP_OUTPUT_GET, EP_CONTEXT, EP_COND_SET, EP_COND_GET,
-    EP_VAR_GET, EP_VAR_PUT, EP_VAR_DEL, EP_VAR_INCR, EP_TOOL, EP_COUNT,
+    EP_VAR_GET, EP_VAR_PUT, EP_VAR_DEL, EP_VAR_INCR, EP_VAR_APPEND, EP_TOOL, EP_COUNT,
 } ep_kind;
 
 typedef struct endpoint {
@@ -36,7 +36,7 @@ typedef struct api_call {
     crt_claims *claims;
     crt_store_exec exec;        /* the token's claims, for the dev store */
     crt_buf value;              /* compact JSON from the body */
-    crt_buf key2;               /* tool: action; tool name in key3 */
+    crt_buf key2;               /* tool: action; tool name in key3; append: the separator */
     crt_buf key3;
     /* The execution limit in Valkey (api_auth.c): while its verdict is on
      * its way a read is already with the store (both go out in the same

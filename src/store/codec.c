@@ -28,6 +28,25 @@ void crt_store_read_back(const char *v, size_t n, crt_buf *out)
     crt_buf_fini(&text);
 }
 
+/* The new value of an append: the string cur (NULL: a missing variable,
+ * "") followed by the strings sep (only if cur is not empty) and val, as a
+ * JSON string. */
+int crt_store_append(const char *cur, size_t curlen, const char *sep, size_t seplen, const char *val, size_t vallen,
+                     crt_buf *out)
+{
+    if (cur && crt_json_kind_of(cur, curlen) != CRT_JSON_STRING)
+        return CRT_ECONFLICT;
+    crt_buf text;
+    crt_buf_init(&text);
+    /* The separator goes between the text and value: none onto nothing. */
+    int rc = (cur ? crt_json_unquote(cur, curlen, &text) : 0) || (text.len && crt_json_unquote(sep, seplen, &text)) ||
+             crt_json_unquote(val, vallen, &text) ? CRT_EINVAL : 0;
+    if (!rc)
+        rc = crt_buf_json_str(out, text.data ? text.data : "", text.len) ? CRT_ENOMEM : 0;
+    crt_buf_fini(&text);
+    return rc;
+}
+
 /* {"value": <encoded>}: strings as themselves, anything else as its JSON text. */
 void crt_store_put_body(const char *v, size_t n, crt_buf *out)
 {

@@ -1,5 +1,7 @@
 /* The dev store: executions and per-user variables in memory, answered at
- * once. Nothing is persisted. A token for an execution never seen creates a
+ * once. Nothing is persisted. Values read back as they do in production
+ * (crt_store_read_back: a string that spells a JSON value reads back as that
+ * value), so a script tested here behaves the same there. A token for an execution never seen creates a
  * fresh empty execution owned by the token's user, so tests can use many. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 #include "cronium/log.h"
 #include "cronium/map.h"
 #include "cronium/store.h"
+#include "cronium/store_codec.h"
 
 #define DEV_MAX_EXECUTIONS 100000
 #define DEV_MAX_VARIABLES 1000000
@@ -113,6 +116,24 @@ static int set_buf(crt_buf *b, const char *v, size_t n)
     return crt_buf_append(b, v, n);
 }
 
+/* Stores the compact JSON v under ds->scratch (the variable's key) in the
+ * form production reads it back in. */
+static int var_store(devstore *ds, const char *v, size_t n)
+{
+    void **slot = crt_map_slot(ds->vars, ds->scratch.data, ds->scratch.len, true);
+    if (slot && !*slot)
+        *slot = calloc(1, sizeof(crt_buf));
+    if (!slot || !*slot) {
+        if (slot)
+            crt_map_del(ds->vars, ds->scratch.data, ds->scratch.len);
+        return CRT_ENOMEM;
+    }
+    crt_buf *b = *slot;
+    crt_buf_reset(b);
+    crt_store_read_back(v, n, b);
+    return 0;
+}
+
 static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, void *ud)
 {
     devstore *ds = crt_container_of(s, devstore, base);
@@ -163,14 +184,8 @@ static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, vo
             answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "dev store is full");
             return;
         }
-        void **slot = crt_map_slot(ds->vars, ds->scratch.data, ds->scratch.len, true);
-        if (slot && !*slot)
-            *slot = calloc(1, sizeof(crt_buf));
-        if (!slot || !*slot || set_buf(*slot, r->var.value.p, r->var.value.len)) {
-            answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "out of memory");
-            return;
-        }
-        answer(cb, ud, 0, NULL, 0, NULL);
+        int rc = var_store(ds, r->var.value.p, r->var.value.len);
+        answer(cb, ud, rc ? CRT_EUNAVAIL : 0, NULL, 0, rc ? "out of memory" : NULL);
         return;
     }
     case CRT_ST_DEL_VAR: {
@@ -210,6 +225,28 @@ static void dev_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, vo
         crt_buf_fini(v);
         *v = sum;
         answer(cb, ud, 0, v->data, v->len, NULL);
+        return;
+    }
+    case CRT_ST_APPEND_VAR: {
+        var_key(ds, e, r->append.key);
+        crt_buf *v = crt_map_get(ds->vars, ds->scratch.data, ds->scratch.len);
+        if (!v && crt_map_size(ds->vars) >= DEV_MAX_VARIABLES) {
+            answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "dev store is full");
+            return;
+        }
+        crt_buf next;
+        crt_buf_init(&next);
+        int rc = crt_store_append(v ? v->data : NULL, v ? v->len : 0, r->append.separator.p, r->append.separator.len,
+                                  r->append.value.p, r->append.value.len, &next);
+        if (rc == 0)
+            rc = var_store(ds, next.data, next.len) ? CRT_EUNAVAIL : 0;
+        if (rc == CRT_ECONFLICT)
+            answer(cb, ud, rc, NULL, 0, "the variable's value is not a string");
+        else if (rc)
+            answer(cb, ud, CRT_EUNAVAIL, NULL, 0, "out of memory");
+        else
+            answer(cb, ud, 0, next.data, next.len, NULL);  /* the string made, even if it reads back as more */
+        crt_buf_fini(&next);
         return;
     }
     case CRT_ST_TOOL_ACTION: {

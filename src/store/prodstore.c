@@ -34,7 +34,7 @@ void crt_ps_with_context(op *o, ctx_entry *e)
         return;
     }
     bool needs_user = o->kind == CRT_ST_GET_VAR || o->kind == CRT_ST_PUT_VAR || o->kind == CRT_ST_DEL_VAR ||
-                      o->kind == CRT_ST_INCR_VAR;
+                      o->kind == CRT_ST_INCR_VAR || o->kind == CRT_ST_APPEND_VAR;
     if (needs_user && !*o->user_id) {
         /* Every execution the backend runs has an owner: a context
          * without one is the backend's fault, not the script's. */
@@ -69,6 +69,7 @@ void crt_ps_with_context(op *o, ctx_entry *e)
         crt_ps_var_delete(o);
         return;
     case CRT_ST_INCR_VAR:
+    case CRT_ST_APPEND_VAR:
         crt_ps_incr_start(o);
         return;
     case CRT_ST_TOOL_ACTION:
@@ -115,6 +116,11 @@ static void prod_submit(crt_store *s, const crt_store_req *r, crt_store_cb cb, v
     case CRT_ST_INCR_VAR:
         key = r->incr.key;
         value = r->incr.by;
+        break;
+    case CRT_ST_APPEND_VAR:
+        key = r->append.key;
+        value = r->append.value;
+        action = r->append.separator;  /* kept in o->action */
         break;
     case CRT_ST_TOOL_ACTION:
         key = r->tool.name;
@@ -197,7 +203,6 @@ static void prod_free(crt_store *s)
             crt_dlist_remove(&ps->distrust_pending, ps->distrust_pending.head);
         crt_map_free(ps->distrust, free);
     }
-    crt_ps_recent_free(ps);
     free(ps);
 }
 
@@ -216,6 +221,8 @@ crt_store *crt_prodstore_new(uv_loop_t *loop, const crt_prodstore_opts *opts, cr
     ps->ttl_ms = opts->cache_ttl_ms;
     ps->lock_ttl_ms = opts->lock_ttl_ms;
     ps->op_budget_ms = opts->op_budget_ms;
+    ps->single_process = opts->single_process;
+    crt_ps_scripts_init(ps);
     ps->ctxs = crt_map_new();
     ps->incr_lines = crt_map_new();
     ps->distrust = crt_map_new();

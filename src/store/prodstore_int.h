@@ -26,6 +26,15 @@
 
 typedef struct prodstore prodstore;
 
+/* A Lua script run with EVALSHA once SCRIPT LOAD gave its sha (loaded at
+ * every connect; EVAL until then, or after a NOSCRIPT). */
+typedef struct ps_script {
+    const char *src;
+    char sha[41];
+    bool loaded;
+} ps_script;
+enum { SCRIPT_EXTEND, SCRIPT_COMMIT, SCRIPT_RELEASE, SCRIPT_COUNT };
+
 typedef struct ctx_entry {
     crt_context ctx;
     crt_buf output;             /* last output set through this process */
@@ -54,8 +63,10 @@ struct op {
     char lock_token[33];
     bool locked;
     uint64_t lock_deadline;
-    uv_timer_t *lock_timer;     /* while waiting for a busy lock */
-    struct incr_line *line;     /* increments: the per-key line it is in */
+    uv_timer_t *lock_timer;     /* while waiting for a busy lock; then renewing it */
+    struct renew_ticket *renew; /* a lock renewal waiting for its reply */
+    bool fenced;                /* ownership checked, lock stretched over the write */
+    struct incr_line *line;     /* increments and appends: the per-key line it is in */
     crt_dnode qnode;            /* in line->waiting while queued */
     crt_dnode pnode;            /* in ps->queued while queued */
     bool queued;
@@ -77,6 +88,8 @@ struct prodstore {
     crt_dlist queued;           /* every waiting increment, oldest first */
     size_t nops;                /* operations not yet answered */
     uint64_t op_budget_ms;      /* default deadline of an operation */
+    bool single_process;        /* declared alone on its port: no lock needed without Valkey */
+    ps_script scripts[SCRIPT_COUNT];
     bool shutting_down;
     /* A read that raced a write must not put its (older) value in the
      * cache: writes bump the generation of their key's slot, and a read
@@ -93,7 +106,6 @@ struct prodstore {
     uint64_t distrust_epoch;    /* bumped when the map is dropped (overflow) */
     uint64_t distrust_all_until; /* uv_now(): past DISTRUST_MAX, no key is trusted before this */
     uint64_t next_del_retry;
-    struct crt_ps_recent *recent; /* recent.c: keys changed lately, for a failover */
     uv_timer_t maint;
     bool maint_open;
     uint64_t *m_cache[K_COUNT][3];  /* hit, miss, error */
@@ -134,12 +146,6 @@ bool crt_ps_distrusted(prodstore *ps, const crt_buf *key);
 void crt_ps_distrust(prodstore *ps, const crt_buf *key);
 void crt_ps_distrust_flush(prodstore *ps);
 void crt_ps_on_cache_ready(void *ctx);
-void crt_ps_distrust_all(prodstore *ps, const char *why);
-
-/* ---- recent.c: keys changed lately, distrusted after a Valkey failover ---- */
-void crt_ps_recent_note(prodstore *ps, const char *key, size_t len);
-void crt_ps_recent_distrust(prodstore *ps, uint64_t last_good);
-void crt_ps_recent_free(prodstore *ps);
 
 /* ---- ctxcache.c: the execution contexts (LRU, then Valkey, then the backend) ---- */
 void crt_ps_ctx_start(op *o);
@@ -151,8 +157,16 @@ void crt_ps_var_get(op *o);
 void crt_ps_var_set(op *o);
 void crt_ps_var_delete(op *o);
 int crt_ps_var_put(op *o, const char *v, size_t n, const char *opname, crt_backend_cb cb);
-void crt_ps_incr_start(op *o);
+void crt_ps_incr_start(op *o);   /* increments and appends */
 void crt_ps_incr_sweep(prodstore *ps, uint64_t now);
+/* ---- rmwlock.c: the cross-process lock of read-modify-write operations ---- */
+void crt_ps_scripts_init(prodstore *ps);
+void crt_ps_scripts_load(prodstore *ps);    /* on every connect */
+/* args: nkeys keys, then the script's ARGV; nargs counts both. */
+int crt_ps_script_call(prodstore *ps, int which, crt_cache_cb cb, void *ud, int nkeys, int nargs,
+                       const char **args, const size_t *lens);
+/* Whether a reply is Valkey's NOSCRIPT (then the script is loaded again). */
+bool crt_ps_script_missing(prodstore *ps, int which, const crt_cache_reply *r);
 void crt_ps_exec_get(op *o);
 void crt_ps_exec_set(op *o);
 void crt_ps_tool(op *o);

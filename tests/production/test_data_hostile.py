@@ -215,7 +215,8 @@ def test_invalid_cached_values_are_misses(make_stack):
 # ---------------------------------------------------------------------------
 
 def test_increments_with_valkey_refusing_the_lock(make_stack):
-    st = make_stack()
+    # Declared alone on its port: the in-process line is enough (issue 13).
+    st = make_stack(env={"SINGLE_PROCESS": "true"})
     eid, uid, c = st.execution()
     st.redis_cmd("ACL", "SETUSER", "default", "-set")
     try:
@@ -226,6 +227,21 @@ def test_increments_with_valkey_refusing_the_lock(make_stack):
     finally:
         st.redis_cmd("ACL", "SETUSER", "default", "+@all")
     assert st.fb.variable(uid, "n") == "5"
+
+
+def test_increments_refused_at_once_when_valkey_refuses_the_lock_and_others_may_share(make_stack):
+    # Not declared alone (Valkey configured): no lock means no increment, and
+    # the refusal is immediate (an error reply is not "busy").
+    st = make_stack()
+    eid, uid, c = st.execution()
+    st.redis_cmd("ACL", "SETUSER", "default", "-set")
+    try:
+        t0 = time.monotonic()
+        assert_error(c.post(_vpath(eid, "n") + "/increment", {"by": 1}), 503, "cache_unavailable")
+        assert time.monotonic() - t0 < 1.5
+    finally:
+        st.redis_cmd("ACL", "SETUSER", "default", "+@all")
+    assert st.fb.variable(uid, "n") is None
 
 
 # ---------------------------------------------------------------------------

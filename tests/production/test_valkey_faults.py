@@ -6,7 +6,10 @@ import time
 
 from lib.http import Client, assert_ok
 
-ENV = {"VALKEY_TIMEOUT": "300ms"}
+# One process, declared alone on its port: its increments go on through the
+# outage under the in-process line (issue 13; without SINGLE_PROCESS they
+# would be refused, see test_cross_process.py).
+ENV = {"VALKEY_TIMEOUT": "300ms", "SINGLE_PROCESS": "true"}
 
 
 def _vpath(eid, key):
