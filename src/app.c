@@ -47,10 +47,15 @@ static void on_ready(crt_req *req, void *ctx)
     bool workers = crt_metrics_workers_ready(app->metrics, &wready, &wtotal);
     if (workers && wready < wtotal)
         unready = true;
+    /* An audit sink that lost events lately (or cannot take one now) is no
+     * reason to take the pod out of rotation, but it shows. */
+    bool lossy = crt_audit_lossy(app->audit);
+    degraded |= lossy;
     crt_buf *b = &req->resp_body;
     crt_buf_reset(b);
-    crt_buf_printf(b, "{\"status\":\"%s\",\"checks\":{\"valkey\":\"%s\",\"backend\":\"%s\"}",
-                   unready ? "unready" : degraded ? "degraded" : "ready", names[st[0]], names[st[1]]);
+    crt_buf_printf(b, "{\"status\":\"%s\",\"checks\":{\"valkey\":\"%s\",\"backend\":\"%s\",\"audit\":\"%s\"}",
+                   unready ? "unready" : degraded ? "degraded" : "ready", names[st[0]], names[st[1]],
+                   lossy ? "lossy" : "ok");
     if (workers)
         crt_buf_printf(b, ",\"workers\":{\"ready\":%u,\"total\":%u}", wready, wtotal);
     /* Where the rate limits are kept now: shared in Valkey, or this process's buckets. */

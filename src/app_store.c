@@ -39,6 +39,31 @@ static crt_check_state check_backend(void *ctx)
     return app->backend && crt_backend_up(app->backend) ? CRT_CHECK_UP : CRT_CHECK_DOWN;
 }
 
+/* ---- audit ----------------------------------------------------------------------------- */
+
+/* The audit with the sinks the settings ask for: the backend (audit.backend,
+ * production only), the JSON-lines file (audit.file), and in dev mode the
+ * log when no file is configured. */
+static int audit_new(crt_app *app, char *err, size_t errcap)
+{
+    const crt_config *cfg = app->cfg;
+    crt_audit_opts ao = {
+        .backend = !cfg->dev && cfg->audit_backend ? app->backend : NULL,
+        .file = cfg->audit_file,
+        .log = cfg->dev && !(cfg->audit_file && *cfg->audit_file),
+        .required = cfg->audit_required,
+        .coalesce_ms = cfg->audit_coalesce_ms,
+        .queue_max = (size_t)cfg->audit_queue_size,
+    };
+    app->audit = crt_audit_new(app->loop, &ao, app->metrics, err, errcap);
+    if (!app->audit)
+        return CRT_EINVAL;
+    CRT_LOGF(CRT_LOG_INFO, "audit", CRT_LB("backend", ao.backend != NULL),
+             CRT_LS("file", ao.file && *ao.file ? ao.file : "(none)"), CRT_LB("log", ao.log),
+             CRT_LB("required", ao.required), CRT_LI("coalesce_ms", ao.coalesce_ms));
+    return 0;
+}
+
 /* ---- production ------------------------------------------------------------------------ */
 
 static int production_new(crt_app *app, char *err, size_t errcap)
@@ -89,29 +114,22 @@ static int production_new(crt_app *app, char *err, size_t errcap)
     }
     crt_app_add_ready_check(app, "valkey", check_valkey, app, false);
     crt_app_add_ready_check(app, "backend", check_backend, app, true);
-    app->audit = crt_audit_backend_new(app->backend, app->metrics);
-    if (!app->audit)
+    if (audit_new(app, err, errcap))
         return CRT_EINVAL;
     CRT_LOGF(CRT_LOG_INFO, "production store", CRT_LS("backend", cfg->backend_url),
              CRT_LS("valkey", app->cache ? "configured" : "disabled (no cache.url)"));
     return 0;
 }
 
-static void on_flush_timer_closed(uv_handle_t *h) { (void)h; }
-
 /* Frees the clients once the audit queue has drained (or its deadline passed). */
 static void release(crt_app *app)
 {
-    if (app->flush_timer_open) {
-        app->flush_timer_open = false;
-        uv_close((uv_handle_t *)&app->flush_timer, on_flush_timer_closed);
-    }
     if (!app->backend && !app->cache)
         return;                 /* dev mode, or released already */
     if (app->store)
         crt_prodstore_detach(app->store);
     if (app->audit)
-        crt_audit_backend_detach(app->audit);
+        crt_audit_detach_backend(app->audit);
     if (app->backend) {
         crt_backend *b = app->backend;
         app->backend = NULL;
@@ -125,8 +143,6 @@ static void release(crt_app *app)
 }
 
 static void on_audit_drained(void *ctx) { release(ctx); }
-
-static void on_flush_deadline(uv_timer_t *t) { release(t->data); }
 
 /* ---- dev mode --------------------------------------------------------------------------- */
 
@@ -192,7 +208,8 @@ int crt_app_store_new(crt_app *app, char *err, size_t errcap)
     if (!app->cfg->dev)
         return production_new(app, err, errcap);
     app->store = dev_store_new(app->cfg, err, errcap);
-    app->audit = crt_audit_log_new();
+    if (app->store && audit_new(app, err, errcap))
+        return CRT_EINVAL;
     if (!app->store || !app->audit) {
         if (!*err)
             snprintf(err, errcap, "out of memory");
@@ -209,16 +226,12 @@ void crt_app_store_stop(crt_app *app)
     }
     if (app->store)
         app->store->vt->shutdown(app->store);
-    if (app->audit)
-        app->audit->vt->shutdown(app->audit);
-    if (!app->backend || app->draining)
-        return;                 /* dev mode: nothing to drain */
+    if (!app->audit || app->draining)
+        return;
     app->draining = true;
-    uv_timer_init(app->loop, &app->flush_timer);
-    app->flush_timer.data = app;
-    app->flush_timer_open = true;
-    uv_timer_start(&app->flush_timer, on_flush_deadline, AUDIT_FLUSH_MS, 0);
-    crt_audit_backend_drain(app->audit, on_audit_drained, app);
+    /* The file sink writes all it holds; the backend sink ships until the
+     * deadline (what it could not is in the file, when there is one). */
+    crt_audit_drain(app->audit, AUDIT_FLUSH_MS, on_audit_drained, app);
 }
 
 void crt_app_store_free(crt_app *app)
@@ -226,8 +239,7 @@ void crt_app_store_free(crt_app *app)
     release(app);               /* the clients first, then the store and the audit */
     if (app->store)
         app->store->vt->free(app->store);
-    if (app->audit)
-        app->audit->vt->free(app->audit);
+    crt_audit_free(app->audit);
     app->store = NULL;
     app->audit = NULL;
 }

@@ -6,6 +6,7 @@
 #define CRONIUM_API_H
 
 #include "cronium/cache.h"
+#include "cronium/audit.h"
 #include "cronium/http.h"
 #include "cronium/metrics.h"
 #include "cronium/store.h"

@@ -1,6 +1,6 @@
 /* The application, the composition root: it builds, in order, the metrics,
  * the backend client, the cache client, the store (which borrows the
- * clients), the audit shipper and the execution API's handlers; it registers
+ * clients), the audit (its sinks) and the execution API's handlers; it registers
  * the /ready checks on the clients' own state, and it orchestrates the
  * shutdown (server drains -> store refuses new work -> audit drains, within
  * its deadline -> store and audit let go of the clients -> clients freed ->
@@ -9,6 +9,7 @@
 #define CRONIUM_APP_H
 
 #include <uv.h>
+#include "cronium/audit.h"
 #include "cronium/backend.h"
 #include "cronium/cache.h"
 #include "cronium/config.h"
@@ -39,14 +40,12 @@ typedef struct crt_app {
     crt_backend *backend;           /* production: owned; NULL in dev mode or once released */
     crt_cache *cache;               /* production with cache.url: owned; NULL otherwise or once released */
     crt_store *store;               /* owned; the production store borrows both clients */
-    crt_audit *audit;               /* owned; the backend shipper borrows the backend client */
+    crt_audit *audit;               /* owned; its backend sink borrows the backend client */
     crt_api *api;                   /* the execution API's handlers (auth, limits, endpoints) */
     crt_ready_check checks[CRT_MAX_READY_CHECKS];
     size_t nchecks;
     uv_signal_t sigterm;
     uv_signal_t sigint;
-    uv_timer_t flush_timer;         /* the audit drain's deadline at shutdown */
-    bool flush_timer_open;
     bool draining;
     char dev_env_file[512];         /* dev mode's export block; removed at shutdown */
     int exit_code;

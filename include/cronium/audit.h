@@ -68,7 +68,9 @@ bool crt_audit_reserve(crt_audit *a);
 /* Gives back a reservation that will not be used. */
 void crt_audit_unreserve(crt_audit *a);
 bool crt_audit_required(const crt_audit *a);
-/* A sink lost an event in the last LOSSY_WINDOW, or cannot take one now. */
+/* A sink dropped an event in the last LOSSY_WINDOW (or the file sink failed
+ * to write one; the backend's failures show as backend "down"), or a sink
+ * cannot take an event now. */
 bool crt_audit_lossy(const crt_audit *a);
 /* Lost so far (all sinks, in requests). */
 uint64_t crt_audit_lost(const crt_audit *a);

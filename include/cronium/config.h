@@ -51,6 +51,12 @@ typedef struct crt_config {
     bool enable_cors;
     char *allowed_origins;
     bool audit_reads;
+    /* audit */
+    bool audit_backend;
+    char *audit_file;               /* JSON-lines path, "-" for stdout, NULL: none */
+    bool audit_required;
+    uint64_t audit_coalesce_ms;
+    int64_t audit_queue_size;
     /* logging */
     int64_t log_level;              /* crt_log_level */
     int64_t log_format;             /* crt_log_format */

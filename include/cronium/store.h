@@ -115,31 +115,6 @@ static inline void crt_store_submit(crt_store *s, const crt_store_req *r, crt_st
     s->vt->submit(s, r, cb, ud);
 }
 
-/* ---- audit --------------------------------------------------------------------------------- */
-
-/* One event per authenticated operation, including denials. */
-typedef struct crt_audit_event {
-    const char *execution_id;
-    const char *user_id;            /* from the token; may be "" */
-    const char *action;             /* "get_variable", "set_output", ... */
-    const char *key;                /* variable key or tool, may be NULL */
-    size_t key_len;
-    const char *outcome;            /* "ok", "denied", "not_found", "error", ... */
-    int status;
-    const char *request_id;
-    const char *client_ip;
-} crt_audit_event;
-
-typedef struct crt_audit crt_audit;
-typedef struct crt_audit_vtable {
-    void (*emit)(crt_audit *a, const crt_audit_event *ev);
-    void (*shutdown)(crt_audit *a);
-    void (*free)(crt_audit *a);
-} crt_audit_vtable;
-struct crt_audit {
-    const crt_audit_vtable *vt;
-};
-
 /* ---- the dev store --------------------------------------------------------------------------- */
 
 /* In-memory store. context_json: the seeded execution in the backend's
@@ -148,21 +123,5 @@ crt_store *crt_devstore_new(const char *context_json, size_t len, char *err, siz
 /* The id and user of the seeded execution. */
 const char *crt_devstore_seed_id(crt_store *s);
 const char *crt_devstore_seed_user(crt_store *s);
-/* Audit that writes events to the log. */
-crt_audit *crt_audit_log_new(void);
-
-/* ---- audit to the backend ------------------------------------------------------------------- */
-
-struct crt_backend;
-struct crt_metrics;
-/* Ships events to POST /api/internal/audit through a bounded queue (a few in
- * flight at once); never delays a request; drops (and counts) what does not
- * fit. The backend client is borrowed until crt_audit_backend_detach. */
-crt_audit *crt_audit_backend_new(struct crt_backend *b, struct crt_metrics *m);
-/* Stops taking events; cb runs once nothing is queued or in flight (maybe
- * before this returns). */
-void crt_audit_backend_drain(crt_audit *a, void (*cb)(void *ctx), void *ctx);
-/* The backend client is going away: what is still queued is dropped (counted). */
-void crt_audit_backend_detach(crt_audit *a);
 
 #endif

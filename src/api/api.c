@@ -34,6 +34,7 @@ static api_call *call_new(crt_api *api, crt_req *req, const endpoint *ep)
     c->ep = ep;
     c->state = CALL_AUTH;
     c->claims = NULL;
+    c->audit_held = false;
     c->rl_pending = c->store_pending = c->discard = c->sr_waiting = c->held = false;
     c->defer_status = 0;
     req->user = c;
@@ -43,6 +44,9 @@ static api_call *call_new(crt_api *api, crt_req *req, const endpoint *ep)
 static void call_free(api_call *c)
 {
     crt_api *api = c->api;
+    if (c->audit_held)
+        crt_audit_unreserve(api->audit);   /* answered without its event (the client left) */
+    c->audit_held = false;
     crt_claims_release(c->claims);
     c->claims = NULL;
     c->req = NULL;
@@ -82,6 +86,7 @@ static void audit(api_call *c, const char *outcome, int status)
         .status = status,
         .request_id = r->request_id,
         .client_ip = r->client_ip,
+        .read = c->ep->is_read,
     };
     if (c->ep->kind == EP_TOOL) {
         ev.key = c->key3.data;
@@ -90,7 +95,8 @@ static void audit(api_call *c, const char *outcome, int status)
         ev.key = r->params[1].p;
         ev.key_len = r->params[1].len;
     }
-    api->audit->vt->emit(api->audit, &ev);
+    crt_audit_emit(api->audit, &ev, c->audit_held);
+    c->audit_held = false;
 }
 
 void crt_api_call_error(api_call *c, int status, const char *code, const char *msg, const char *outcome)
@@ -104,6 +110,8 @@ void crt_api_call_error(api_call *c, int status, const char *code, const char *m
         return;
     }
     crt_req *r = c->req;
+    if (status == 503 && strcmp(code, "audit_unavailable") == 0)
+        crt_api_add_uint_header(r, "Retry-After", 1);  /* here: after a deferral, never next to a 429's */
     audit(c, outcome, status);
     if (c->store_pending) {
         c->discard = true;  /* refused while the store works: freed when it answers */
@@ -340,6 +348,18 @@ static void on_api(crt_req *r, void *ctx)
         break;
     default:
         break;
+    }
+    /* audit.required: a write is performed only when its event has a place
+     * on every sink (reads are never refused). Taken before the rate
+     * limit's verdict: a 429 then uses the place for its own event. */
+    if (!ep->is_read) {
+        if (!crt_audit_reserve(api->audit)) {
+            crt_api_call_error(c, 503, "audit_unavailable",
+                               "the audit trail cannot take this write's event (audit.required); nothing was done",
+                               "refused");
+            return;
+        }
+        c->audit_held = crt_audit_required(api->audit);
     }
     sr.gone = call_gone;
     c->state = CALL_STORE;

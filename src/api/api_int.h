@@ -38,6 +38,7 @@ typedef struct api_call {
     crt_buf value;              /* compact JSON from the body */
     crt_buf key2;               /* tool: action; tool name in key3; append: the separator */
     crt_buf key3;
+    bool audit_held;            /* audit.required: a place is held for this write's event */
     /* The execution limit in Valkey (api_auth.c): while its verdict is on
      * its way a read is already with the store (both go out in the same
      * tick, one round trip), a write waits in sr, and an answer chosen

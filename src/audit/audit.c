@@ -79,7 +79,8 @@ void audit_sink_count(audit_sink *s, audit_result res, uint64_t n)
     *(res == AR_DROPPED ? s->m_dropped : s->m_failed) += n;
     s->lost += n;
     uint64_t now = crt_now_ms();
-    s->last_loss_ms = now;
+    if (res == AR_DROPPED || s->failures_lossy)
+        s->last_loss_ms = now;
     /* A sink that falls behind loses thousands a second: one line per interval. */
     if (!s->last_log_ms || now - s->last_log_ms >= LOSS_LOG_INTERVAL_MS) {
         CRT_LOGF(CRT_LOG_WARN, "audit events lost", CRT_LS("sink", s->name),

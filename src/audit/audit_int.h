@@ -50,6 +50,7 @@ struct audit_sink {
     crt_audit *owner;
     size_t reserved;                /* places held by crt_audit_reserve */
     bool drained;
+    bool failures_lossy;            /* a failed delivery shows on /ready (the backend's own check shows those) */
     uint64_t *m_done, *m_dropped, *m_failed;
     uint64_t lost, lost_logged;     /* requests lost, and how many the log has told */
     uint64_t last_loss_ms, last_log_ms;

@@ -327,5 +327,6 @@ audit_sink *audit_file_sink_new(crt_audit *owner, uv_loop_t *loop, const char *p
         uv_signal_start(&s->hup, on_hup, SIGHUP);
     }
     audit_sink_init(&s->base, &file_vt, owner, "file", "written", m);
+    s->base.failures_lossy = true;
     return &s->base;
 }

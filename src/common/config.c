@@ -54,6 +54,11 @@ static const crt_config_opt opts[] = {
     {"security", "enableCors", "ENABLE_CORS", CRT_CT_BOOL, "false", 0, 0, OFF(enable_cors), NULL, "Answer CORS preflights and add CORS headers."},
     {"security", "allowedOrigins", "ALLOWED_ORIGINS", CRT_CT_STR, "*", 0, 0, OFF(allowed_origins), NULL, "Comma list of allowed origins, or *."},
     {"security", "auditReads", "AUDIT_READS", CRT_CT_BOOL, "true", 0, 0, OFF(audit_reads), NULL, "Audit successful reads too (writes, tool actions and every refusal are always audited)."},
+    {"audit", "backend", "AUDIT_BACKEND", CRT_CT_BOOL, "true", 0, 0, OFF(audit_backend), NULL, "Ship audit events to the backend (POST /api/internal/audit). Production only."},
+    {"audit", "file", "AUDIT_FILE", CRT_CT_STR, NULL, 0, 0, OFF(audit_file), NULL, "Also write audit events as JSON lines to this path (- for stdout); reopened on SIGHUP."},
+    {"audit", "required", "AUDIT_REQUIRED", CRT_CT_BOOL, "false", 0, 0, OFF(audit_required), NULL, "Refuse a write (503 audit_unavailable) when an audit sink cannot take its event."},
+    {"audit", "coalesceWindow", "AUDIT_COALESCE_WINDOW", CRT_CT_DUR, "1s", 0, 60000, OFF(audit_coalesce_ms), NULL, "Identical reads within this window become one event with a count (0: never)."},
+    {"audit", "queueSize", "AUDIT_QUEUE_SIZE", CRT_CT_INT, "10000", 1, 1000000, OFF(audit_queue_size), NULL, "Events each audit sink may hold; more are dropped and counted."},
     {"logging", "level", "LOG_LEVEL", CRT_CT_ENUM, "info", 0, 0, OFF(log_level), log_levels, "debug, info, warn or error."},
     {"logging", "format", "LOG_FORMAT", CRT_CT_ENUM, "json", 0, 0, OFF(log_format), log_formats, "json (one object a line) or text."},
 };

@@ -336,26 +336,3 @@ crt_store *crt_devstore_new(const char *context_json, size_t len, char *err, siz
 
 const char *crt_devstore_seed_id(crt_store *s) { return crt_container_of(s, devstore, base)->seed_id; }
 const char *crt_devstore_seed_user(crt_store *s) { return crt_container_of(s, devstore, base)->seed_user; }
-
-/* ---- audit to the log ---------------------------------------------------------------------- */
-
-static void audit_log_emit(crt_audit *a, const crt_audit_event *ev)
-{
-    (void)a;
-    CRT_LOGF(CRT_LOG_INFO, "audit", CRT_LS("execution_id", ev->execution_id), CRT_LS("user_id", ev->user_id),
-             CRT_LS("action", ev->action), CRT_LSN("key", ev->key ? ev->key : "", ev->key ? ev->key_len : 0),
-             CRT_LS("outcome", ev->outcome), CRT_LI("status", ev->status), CRT_LS("request_id", ev->request_id));
-}
-
-static void audit_log_shutdown(crt_audit *a) { (void)a; }
-static void audit_log_free(crt_audit *a) { free(a); }
-
-static const crt_audit_vtable audit_log_vt = {audit_log_emit, audit_log_shutdown, audit_log_free};
-
-crt_audit *crt_audit_log_new(void)
-{
-    crt_audit *a = calloc(1, sizeof *a);
-    if (a)
-        a->vt = &audit_log_vt;
-    return a;
-}

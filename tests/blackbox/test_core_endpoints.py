@@ -56,7 +56,7 @@ def test_ready_in_dev_mode(svc):
     r = svc.api().get("/ready")
     assert r.status == 200, r
     assert (r.header("Content-Type") or "").startswith("application/json"), r
-    assert r.json() == {"status": "ready", "checks": {"valkey": "disabled", "backend": "disabled"}, "ratelimit": "local"}
+    assert r.json() == {"status": "ready", "checks": {"valkey": "disabled", "backend": "disabled", "audit": "ok"}, "ratelimit": "local"}
 
 
 def test_operational_endpoints_need_no_token_and_have_no_envelope(svc):

@@ -260,7 +260,7 @@ def test_ready_reports_backend_down_after_failures(st):
         st.fb.start()
     assert_ok(c.put(_vpath(eid, "k"), {"value": 1}), {"success": True})
     r = st.ready()
-    assert r.status == 200 and r.json() == {"status": "ready", "checks": {"valkey": "up", "backend": "up"}, "ratelimit": "valkey"}, r
+    assert r.status == 200 and r.json() == {"status": "ready", "checks": {"valkey": "up", "backend": "up", "audit": "ok"}, "ratelimit": "valkey"}, r
 
 
 def test_500_is_not_retried(st):

@@ -114,7 +114,7 @@ def test_valkey_killed_under_load_then_restarted(make_stack):
     assert int(ctr) - len(incr_values) <= sum(1 for r in failed if r[0] == "incr"), (ctr, len(incr_values))
 
     r, body = st.wait_ready("degraded", "down", timeout=5)
-    assert r.status == 200 and body == {"status": "degraded", "checks": {"valkey": "down", "backend": "up"}, "ratelimit": "local"}, body
+    assert r.status == 200 and body == {"status": "degraded", "checks": {"valkey": "down", "backend": "up", "audit": "ok"}, "ratelimit": "local"}, body
     assert st.metrics().value("cronium_runtime_valkey_up") == 0
     # still serving while Valkey is away, values from the backend
     for i in range(n_rw):
@@ -126,7 +126,7 @@ def test_valkey_killed_under_load_then_restarted(make_stack):
     t_restart = time.monotonic()
     st.redis.start()
     r, body = st.wait_ready("ready", "up", timeout=10)
-    assert body == {"status": "ready", "checks": {"valkey": "up", "backend": "up"}, "ratelimit": "valkey"}, body
+    assert body == {"status": "ready", "checks": {"valkey": "up", "backend": "up", "audit": "ok"}, "ratelimit": "valkey"}, body
     hits0 = _hits(st)
     used = False
     while time.monotonic() - t_restart < 10 and not used:
@@ -158,7 +158,7 @@ def test_service_starts_with_valkey_down_and_connects_later(make_stack):
             if body["checks"]["valkey"] == "up":
                 break
             time.sleep(0.1)
-        assert body == {"status": "ready", "checks": {"valkey": "up", "backend": "up"}, "ratelimit": "valkey"}, body
+        assert body == {"status": "ready", "checks": {"valkey": "up", "backend": "up", "audit": "ok"}, "ratelimit": "valkey"}, body
         assert_ok(c.get(_vpath(eid, "k")), {"success": True, "data": {"key": "k", "value": 1}})
         assert st.redis_cmd("EXISTS", f"cronium:user:{{{uid}}}:var:k") == 1
     finally:
@@ -211,7 +211,7 @@ def test_valkey_hanging_requests_bypass_it(make_stack):
 def test_without_valkey_configured(make_stack):
     st = make_stack(valkey=False)
     r = st.ready()
-    assert r.status == 200 and r.json() == {"status": "ready", "checks": {"valkey": "disabled", "backend": "up"}, "ratelimit": "local"}, r
+    assert r.status == 200 and r.json() == {"status": "ready", "checks": {"valkey": "disabled", "backend": "up", "audit": "ok"}, "ratelimit": "local"}, r
     eid, uid, c = st.execution()
     assert_ok(c.put(_vpath(eid, "k"), {"value": [0]}), {"success": True})
     assert_ok(c.get(_vpath(eid, "k")), {"success": True, "data": {"key": "k", "value": [0]}})

@@ -222,7 +222,7 @@ def test_the_stack_in_miniature_serves_the_seeded_execution(tmp_path, start_serv
         assert _get(f"{base}/variables/{var['key']}", token) == (
             200, {"success": True, "data": {"key": var["key"], "value": var["value"]}})
         status, ready = _get(svc.base_url + "/ready")
-        assert (status, ready["checks"]) == (200, {"valkey": "down", "backend": "up"})
+        assert (status, ready["checks"]) == (200, {"valkey": "down", "backend": "up", "audit": "ok"})
         assert ready["status"] == "degraded"
         # The backend's health check, as compose runs it (its mounted script, the
         # port swapped): healthy now, unhealthy where nothing listens.

@@ -265,7 +265,7 @@ def test_live_responses_validate(spec, start_service, fake_backend, tmp_path):
     c("HEAD", "/health", 200)
     c("GET", "/health", 200, headers={"X-Request-Id": "req-abc-123"})
     ready, _ = c("GET", "/ready", 200)
-    assert ready == {"status": "ready", "checks": {"valkey": "disabled", "backend": "disabled"}, "ratelimit": "local"}
+    assert ready == {"status": "ready", "checks": {"valkey": "disabled", "backend": "disabled", "audit": "ok"}, "ratelimit": "local"}
     c("GET", "/metrics", 200)
 
     c("GET", f"{x}/input", 200, token=tok)
@@ -397,7 +397,7 @@ def test_live_responses_validate(spec, start_service, fake_backend, tmp_path):
     tp = mint("prod-1")
     z = "/executions/prod-1"
     ready, _ = p("GET", "/ready", 200)
-    assert ready["checks"] == {"valkey": "disabled", "backend": "up"}
+    assert ready["checks"] == {"valkey": "disabled", "backend": "up", "audit": "ok"}
     got, _ = p("GET", f"{z}/input", 200, token=tp)
     assert got["data"] == {"q": 1}
     ctx, _ = p("GET", f"{z}/context", 200, token=tp)
