@@ -303,6 +303,10 @@ def test_live_responses_validate(spec, start_service, fake_backend, tmp_path):
     c("POST", f"{v}/n/increment", 400, body={"by": "2"}, token=tok, code="invalid_body")
     c("PUT", f"{v}/s", 200, body={"value": "text"}, token=tok)
     c("POST", f"{v}/s/increment", 409, token=tok, code="conflict")
+    got, _ = c("POST", f"{v}/s/append", 200, body={"value": "more", "separator": " "}, token=tok)
+    assert got["data"] == {"key": "s", "value": "text more"}
+    c("POST", f"{v}/n/append", 409, body={"value": "x"}, token=tok, code="conflict")
+    c("POST", f"{v}/s/append", 400, body={"value": 1}, token=tok, code="invalid_body")
     c("PUT", f"{v}/a%2Fb", 200, body={"value": None}, token=tok)
     got, _ = c("GET", f"{v}/a%2Fb", 200, token=tok)
     assert got["data"] == {"key": "a/b", "value": None}

@@ -404,3 +404,25 @@ use_fresh_execution() {
   assert_eq "$stderr" ""
   assert_eq "$output" '{"greeting":"hello world","runs":1}'
 }
+
+@test "append: atomic, separator, missing starts empty, non-string is a 409" {
+  local k
+  k=$(key log)
+  cronium_append_variable "$k" first
+  cronium_append_variable "$k" second ', '
+  assert_eq "$(cronium_get_variable "$k")" "first, second"
+  cronium.appendVariable "$k" third ', '
+  assert_eq "$(cronium_get_variable "$k")" "first, second, third"
+  local n
+  n=$(key num)
+  cronium_set_variable "$n" 5
+  run --separate-stderr cronium_append_variable "$n" x
+  assert_eq "$status" 1
+  assert_contains "$stderr" "cronium: 409 conflict:"
+  # 20 concurrent appends: none is lost.
+  local c i
+  c=$(key conc)
+  for i in $(seq 1 20); do cronium_append_variable "$c" x & done
+  wait
+  assert_eq "$(cronium_get_variable "$c")" "xxxxxxxxxxxxxxxxxxxx"
+}

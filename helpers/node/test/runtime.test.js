@@ -126,8 +126,19 @@ describe('cronium-runtime in dev mode', () => {
     for (const [i, v] of VALUES.entries()) {
       await c.setVariable(`v${i}`, v);
     }
+    // A string that spells JSON ('42', 'true', '{"a":1}') reads back as the value it
+    // spells, in dev mode as in production (docs/api.md §6).
+    const readBack = (v) => {
+      if (typeof v !== 'string') return v;
+      try {
+        const p = JSON.parse(v);
+        return typeof p === 'string' ? v : p;
+      } catch {
+        return v;
+      }
+    };
     for (const [i, v] of VALUES.entries()) {
-      assert.deepEqual(await c.getVariable(`v${i}`), v, JSON.stringify(v));
+      assert.deepEqual(await c.getVariable(`v${i}`), readBack(v), JSON.stringify(v));
       assert.equal(await c.variableExists(`v${i}`), true, JSON.stringify(v));
     }
   });
@@ -163,6 +174,16 @@ describe('cronium-runtime in dev mode', () => {
     assert.equal(await c.deleteVariable('a/b'), true);
     assert.equal(await c.getVariable('a/b'), null);
     assert.deepEqual(await c.getVariable('a%2Fb'), { i: 1, k: 'a%2Fb' });
+  });
+
+  it('appendVariable: atomic, separator, non-string is a 409', async () => {
+    const c = await clientFor(freshId('append'), 'u-append');
+    assert.equal(await c.appendVariable('log', 'a'), 'a');
+    assert.equal(await c.appendVariable('log', 'b', ';'), 'a;b');
+    await Promise.all(Array.from({ length: 20 }, () => c.appendVariable('conc', 'x')));
+    assert.equal(await c.getVariable('conc'), 'x'.repeat(20));
+    await c.setVariable('num', 5);
+    await assert.rejects(c.appendVariable('num', 'x'), (e) => e.statusCode === 409 && e.code === 'conflict');
   });
 
   it('incrementVariable() counts from 0, takes any number, and is atomic', async () => {

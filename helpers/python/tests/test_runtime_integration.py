@@ -385,3 +385,24 @@ def test_rate_limit_retry_after_is_honoured(tmp_path: Path, capsys: pytest.Captu
         assert elapsed >= waited - 0.05
     finally:
         limited.stop()
+
+
+def test_append_against_the_runtime(runtime: Runtime) -> None:
+    client = client_for(runtime)
+    key = unique("append")
+    assert client.append_variable(key, "a") == "a"
+    assert client.appendVariable(key, "b", "\n") == "a\nb"
+    assert client.get_variable(key) == "a\nb"
+    num = unique("append-num")
+    client.set_variable(num, 5)
+    with pytest.raises(cronium.CroniumAPIError) as info:
+        client.append_variable(num, "x")
+    assert (info.value.status_code, info.value.code) == (409, "conflict")
+    async_client = cronium.AsyncCronium(client=client)
+    conc = unique("append-conc")
+
+    async def many() -> None:
+        await asyncio.gather(*(async_client.append_variable(conc, "x") for _ in range(20)))
+
+    asyncio.run(many())
+    assert client.get_variable(conc) == "x" * 20
