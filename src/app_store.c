@@ -85,13 +85,16 @@ static int production_new(crt_app *app, char *err, size_t errcap)
         snprintf(err, errcap, "out of memory");
         return CRT_EINVAL;
     }
-    if (cfg->cache_url && *cfg->cache_url) {
+    if ((cfg->cache_url && *cfg->cache_url) || (cfg->cache_sentinels && *cfg->cache_sentinels)) {
         crt_cache_opts co = {
             .url = cfg->cache_url,
             .password = cfg->cache_password,
             .db = cfg->cache_db,
             .timeout_ms = cfg->cache_timeout_ms,
             .max_pending = 10000,
+            .sentinels = cfg->cache_sentinels,
+            .master_name = cfg->cache_master_name,
+            .sentinel_password = cfg->cache_sentinel_password,
         };
         app->cache = crt_cache_new(app->loop, &co, app->metrics, err, errcap);
         if (!app->cache)
@@ -117,7 +120,8 @@ static int production_new(crt_app *app, char *err, size_t errcap)
     if (audit_new(app, err, errcap))
         return CRT_EINVAL;
     CRT_LOGF(CRT_LOG_INFO, "production store", CRT_LS("backend", cfg->backend_url),
-             CRT_LS("valkey", app->cache ? "configured" : "disabled (no cache.url)"));
+             CRT_LS("valkey", !app->cache ? "disabled (no cache.url)"
+                                 : cfg->cache_sentinels && *cfg->cache_sentinels ? "through sentinels" : "configured"));
     return 0;
 }
 

@@ -33,6 +33,9 @@ typedef struct crt_config {
     int64_t cache_db;               /* -1: from the URL (or 0) */
     uint64_t cache_ttl_ms;
     uint64_t cache_timeout_ms;
+    char *cache_sentinels;          /* host:port,... (Sentinel mode instead of cache_url) */
+    char *cache_master_name;
+    char *cache_sentinel_password;
     uint64_t lock_ttl_ms;
     char *single_process;           /* "true", "false" or "auto", as written */
     int64_t single_process_mode;    /* derived: 1 true, 0 false, -1 auto */

@@ -39,6 +39,9 @@ static const crt_config_opt opts[] = {
     {"cache", "db", "VALKEY_DB", CRT_CT_INT, NULL, 0, 1000000, OFF(cache_db), NULL, "Valkey database number (overrides the URL's)."},
     {"cache", "ttl", "CACHE_TTL", CRT_CT_DUR, "2h", 1000, 30 * DAY_MS, OFF(cache_ttl_ms), NULL, "Lifetime of cached context, output, condition and variables."},
     {"cache", "timeout", "VALKEY_TIMEOUT", CRT_CT_DUR, "500ms", 1, 60000, OFF(cache_timeout_ms), NULL, "Connect and per-command timeout for Valkey."},
+    {"cache", "sentinels", "VALKEY_SENTINELS", CRT_CT_STR, NULL, 0, 0, OFF(cache_sentinels), NULL, "Valkey Sentinel addresses, host:port,...; the master is asked of them (instead of cache.url)."},
+    {"cache", "masterName", "VALKEY_MASTER_NAME", CRT_CT_STR, NULL, 0, 0, OFF(cache_master_name), NULL, "The master's name at the sentinels (required with cache.sentinels)."},
+    {"cache", "sentinelPassword", "VALKEY_SENTINEL_PASSWORD", CRT_CT_SECRET, NULL, 0, 0, OFF(cache_sentinel_password), NULL, "Password of the sentinels (their requirepass); unset: no AUTH to them."},
     {"cache", "lockTtl", "LOCK_TTL", CRT_CT_DUR, "5s", 100, 600000, OFF(lock_ttl_ms), NULL, "Lifetime of a variable lock (increment, append) between renewals."},
     {"cache", "singleProcess", "SINGLE_PROCESS", CRT_CT_STR, "auto", 0, 0, OFF(single_process), NULL, "Declares the process alone on its port: without Valkey, increments and appends need no cross-process lock. true, false, or auto (true with one worker and no Valkey configured)."},
     {"backend", "url", "BACKEND_URL", CRT_CT_STR, NULL, 0, 0, OFF(backend_url), NULL, "Base URL of the Cronium backend. Unset: dev mode."},
@@ -340,6 +343,25 @@ int crt_config_validate(crt_config *c, crt_buf *err)
             crt_log_redact(msg, strlen(msg), err);  /* the message quotes the URL */
             return CRT_EINVAL;
         }
+    }
+    if (c->cache_sentinels && *c->cache_sentinels) {
+        char msg[512];
+        if (c->cache_url && *c->cache_url) {
+            crt_buf_puts(err, "cache.url (VALKEY_URL) and cache.sentinels (VALKEY_SENTINELS) exclude each other: "
+                              "with sentinels the master's address comes from them");
+            return CRT_EINVAL;
+        }
+        if (!c->cache_master_name || !*c->cache_master_name) {
+            crt_buf_puts(err, "cache.masterName (VALKEY_MASTER_NAME) is required with cache.sentinels");
+            return CRT_EINVAL;
+        }
+        if (crt_cache_check_sentinels(c->cache_sentinels, msg, sizeof msg)) {
+            crt_buf_puts(err, msg);
+            return CRT_EINVAL;
+        }
+    } else if (c->cache_master_name && *c->cache_master_name) {
+        crt_buf_puts(err, "cache.masterName (VALKEY_MASTER_NAME) is set but cache.sentinels (VALKEY_SENTINELS) is not");
+        return CRT_EINVAL;
     }
     return 0;
 }

@@ -61,6 +61,8 @@ static void on_del_batch(void *ud, const crt_cache_reply *r)
                             ? crt_map_get(ps->distrust, b->keys[i], b->lens[i]) : NULL;
         if (d && d->in_flight) {
             d->in_flight = false;
+            if (ok)
+                crt_ps_recent_note(ps, b->keys[i], b->lens[i]);  /* a failover may lose the DEL */
             if (ok && d->seq == b->seq[i]) {
                 crt_map_del(ps->distrust, d->key, d->klen);
                 free(d);
@@ -163,10 +165,24 @@ void crt_ps_distrust(prodstore *ps, const crt_buf *key)
     crt_ps_maint_arm(ps);
 }
 
+/* No key is trusted for one TTL (by then every older entry has expired). */
+void crt_ps_distrust_all(prodstore *ps, const char *why)
+{
+    CRT_LOGF(CRT_LOG_WARN, "the cache is bypassed for one TTL", CRT_LS("reason", why));
+    (*ps->m_distrust_overflow)++;
+    distrust_clear_all(ps);
+    ps->distrust_all_until = uv_now(ps->loop) + ps->ttl_ms;
+}
+
 void crt_ps_on_cache_ready(void *ctx)
 {
     prodstore *ps = ctx;
     crt_ps_scripts_load(ps);
+    /* Another master (a failover): what the old one acknowledged last may
+     * be missing there, so its older values must not be served. */
+    uint64_t last_good = crt_cache_master_changed(ps->cache);
+    if (last_good)
+        crt_ps_recent_distrust(ps, last_good);
     if (!ps->distrust_pending.head)
         return;
     CRT_LOGF(CRT_LOG_INFO, "valkey back: invalidating keys written while it was away",

@@ -54,6 +54,8 @@ int crt_ps_cache_set_ex(prodstore *ps, const crt_buf *key, const char *v, size_t
     snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)ps->ttl_ms);
     const char *argv[6] = {"SET", key->data, v, "PX", ttl, "NX"};
     size_t lens[6] = {3, key->len, vn, 2, strlen(ttl), 2};
+    if (!nx)
+        crt_ps_recent_note(ps, key->data, key->len);    /* a failover may lose it (recent.c) */
     return crt_cache_cmd(ps->cache, cb, ud, nx ? 6 : 5, argv, lens);
 }
 
@@ -79,6 +81,7 @@ int crt_ps_cache_del(prodstore *ps, const crt_buf *key, crt_cache_cb cb, void *u
 {
     const char *argv[2] = {"DEL", key->data};
     size_t lens[2] = {3, key->len};
+    crt_ps_recent_note(ps, key->data, key->len);
     return crt_cache_cmd(ps->cache, cb, ud, 2, argv, lens);
 }
 

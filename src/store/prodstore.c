@@ -203,6 +203,7 @@ static void prod_free(crt_store *s)
             crt_dlist_remove(&ps->distrust_pending, ps->distrust_pending.head);
         crt_map_free(ps->distrust, free);
     }
+    crt_ps_recent_free(ps);
     free(ps);
 }
 

@@ -106,6 +106,7 @@ struct prodstore {
     uint64_t distrust_epoch;    /* bumped when the map is dropped (overflow) */
     uint64_t distrust_all_until; /* uv_now(): past DISTRUST_MAX, no key is trusted before this */
     uint64_t next_del_retry;
+    struct crt_ps_recent *recent; /* recent.c: keys changed lately, for a failover */
     uv_timer_t maint;
     bool maint_open;
     uint64_t *m_cache[K_COUNT][3];  /* hit, miss, error */
@@ -146,6 +147,12 @@ bool crt_ps_distrusted(prodstore *ps, const crt_buf *key);
 void crt_ps_distrust(prodstore *ps, const crt_buf *key);
 void crt_ps_distrust_flush(prodstore *ps);
 void crt_ps_on_cache_ready(void *ctx);
+void crt_ps_distrust_all(prodstore *ps, const char *why);
+
+/* ---- recent.c: keys changed lately, distrusted after a Valkey failover ---- */
+void crt_ps_recent_note(prodstore *ps, const char *key, size_t len);
+void crt_ps_recent_distrust(prodstore *ps, uint64_t last_good);
+void crt_ps_recent_free(prodstore *ps);
 
 /* ---- ctxcache.c: the execution contexts (LRU, then Valkey, then the backend) ---- */
 void crt_ps_ctx_start(op *o);
