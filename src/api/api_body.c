@@ -14,6 +14,21 @@ static bool body_blank(const crt_buf *b)
     return true;
 }
 
+/* A string value holding U+0000: the backend keeps variables in a Postgres
+ * text column, which cannot store NUL, and answers 500. Refused here, in both
+ * modes, so a script sees the same 400 in dev mode as in production. Compact
+ * JSON carries a NUL only as the escape \u0000, so the decode runs only then. */
+static bool string_has_nul(const char *v, size_t n)
+{
+    if (crt_json_kind_of(v, n) != CRT_JSON_STRING || !memmem(v, n, "\\u0000", 6))
+        return false;
+    crt_buf text;
+    crt_buf_init(&text);
+    bool nul = crt_json_unquote(v, n, &text) == 0 && memchr(text.data, '\0', text.len) != NULL;
+    crt_buf_fini(&text);
+    return nul;
+}
+
 const char *crt_api_parse_body(api_call *c)
 {
     crt_req *r = c->req;
@@ -32,6 +47,8 @@ const char *crt_api_parse_body(api_call *c)
                                                : "body must be a JSON object {\"value\": <any>}";
         else if (!s.len)
             err = c->ep->kind == EP_OUTPUT_SET ? "body has no \"data\" field" : "body has no \"value\" field";
+        else if (c->ep->kind == EP_VAR_PUT && string_has_nul(doc.data + s.off, s.len))
+            err = "a string value cannot hold a NUL character (U+0000): the backend cannot store it";
         else
             crt_buf_append(&c->value, doc.data + s.off, s.len);
         break;
@@ -76,6 +93,9 @@ const char *crt_api_parse_body(api_call *c)
             err = "\"value\" must be a string";
         else if (s[1].len && crt_json_kind_of(doc.data + s[1].off, s[1].len) != CRT_JSON_STRING)
             err = "\"separator\" must be a string";
+        else if (string_has_nul(doc.data + s[0].off, s[0].len) ||
+                 (s[1].len && string_has_nul(doc.data + s[1].off, s[1].len)))
+            err = "the text to append cannot hold a NUL character (U+0000): the backend cannot store it";
         else {
             crt_buf_append(&c->value, doc.data + s[0].off, s[0].len);
             if (s[1].len)

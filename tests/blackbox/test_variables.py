@@ -298,3 +298,26 @@ def test_concurrent_puts_leave_one_whole_value(svc):
     assert not errors, errors[:3]
     got = svc.api(tok).get(f"/executions/{eid}/variables/race").json()["data"]["value"]
     assert got in values
+
+
+# -- values the backend cannot store ------------------------------------------------------
+
+@pytest.mark.parametrize("path,body", [
+    ("", b'{"value":"a\\u0000b"}'),
+    ("/append", b'{"value":"\\u0000"}'),
+    ("/append", b'{"value":"a","separator":"x\\u0000"}'),
+])
+def test_nul_in_a_string_is_refused_in_dev_mode_too(ex, path, body):
+    # Production's backend keeps text without NUL; dev mode gives the same 400 so a
+    # script tested here fails the same way there.
+    eid, api = ex
+    method = "PUT" if not path else "POST"
+    r = api.request(method, f"/executions/{eid}/variables/nul{path}", body=body,
+                    headers={"Content-Type": "application/json"})
+    err = assert_error(r, 400, "invalid_body")
+    assert "NUL" in err["message"]
+    assert api.get(f"/executions/{eid}/variables/nul").status == 404
+    # Inside an object a NUL is only the escape text: stored and read back.
+    r = api.put(f"/executions/{eid}/variables/obj", body=b'{"value":{"s":"a\\u0000"}}')
+    assert r.status == 200
+    assert api.get(f"/executions/{eid}/variables/obj").json()["data"]["value"] == {"s": "a\u0000"}
