@@ -117,7 +117,7 @@ def test_key_with_raw_utf8_in_path(svc, ex):
 
 VALUES = [
     0, 1, -1, False, True, "", None, [], {}, 0.5, -0.25, 1e-7,
-    "plain", "ünïcödé ✓ 🚀 中文", "line\nbreak\ttab", 'quote " and \\ backslash', "nul\u0000inside",
+    "plain", "ünïcödé ✓ 🚀 中文", "line\nbreak\ttab", 'quote " and \\ backslash', ["nul\u0000inside"],
     "\u2028\u2029", "</script>&<>",
     {"nested": {"deeper": {"deepest": [1, "two", None, False, {"x": []}]}}},
     [0, False, "", None, [], {}],
@@ -166,8 +166,11 @@ def test_big_numbers_round_trip_exactly(ex, text):
 def test_value_with_escapes_exact(ex):
     eid, api = ex
     p = f"/executions/{eid}/variables/esc"
-    assert_ok(api.put(p, '{"value":"\\ud83d\\ude80 \\u00e9 \\/ \\u0000"}'), {"success": True})
-    assert_ok(api.get(p), {"success": True, "data": {"key": "esc", "value": "🚀 é / \u0000"}})
+    assert_ok(api.put(p, '{"value":"\\ud83d\\ude80 \\u00e9 \\/ \\u0001"}'), {"success": True})
+    assert_ok(api.get(p), {"success": True, "data": {"key": "esc", "value": "🚀 é / \u0001"}})
+    # A NUL only inside a nested value (a top-level string with one is refused: see below).
+    assert_ok(api.put(p, '{"value":["\\u0000"]}'), {"success": True})
+    assert_ok(api.get(p), {"success": True, "data": {"key": "esc", "value": ["\u0000"]}})
 
 
 def test_value_whitespace_in_body_is_fine(ex):
