@@ -51,11 +51,18 @@ static void on_ready(crt_req *req, void *ctx)
      * reason to take the pod out of rotation, but it shows. */
     bool lossy = crt_audit_lossy(app->audit);
     degraded |= lossy;
+    /* Why the backend is down: unreachable, its token refused, 5xx (backend.h). */
+    const char *why = st[1] == CRT_CHECK_DOWN && app->backend ? crt_backend_down_reason(app->backend) : NULL;
     crt_buf *b = &req->resp_body;
     crt_buf_reset(b);
     crt_buf_printf(b, "{\"status\":\"%s\",\"checks\":{\"valkey\":\"%s\",\"backend\":\"%s\",\"audit\":\"%s\"}",
                    unready ? "unready" : degraded ? "degraded" : "ready", names[st[0]], names[st[1]],
                    lossy ? "lossy" : "ok");
+    if (why) {
+        crt_buf_puts(b, ",\"reasons\":{\"backend\":");
+        crt_buf_json_str(b, why, strlen(why));
+        crt_buf_putc(b, '}');
+    }
     if (workers)
         crt_buf_printf(b, ",\"workers\":{\"ready\":%u,\"total\":%u}", wready, wtotal);
     /* Where the rate limits are kept now: shared in Valkey, or this process's buckets. */

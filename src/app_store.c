@@ -79,6 +79,7 @@ static int production_new(crt_app *app, char *err, size_t errcap)
         .retry_delay_ms = cfg->backend_retry_delay_ms,
         .deadline_ms = deadline,
         .max_connections = (long)cfg->backend_max_concurrent,
+        .probe_interval_ms = cfg->backend_probe_interval_ms,
     };
     app->backend = crt_backend_new(app->loop, &bo, app->metrics);
     if (!app->backend) {

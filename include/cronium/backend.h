@@ -23,6 +23,7 @@ typedef struct crt_backend_opts {
     uint64_t retry_delay_ms;        /* backoff base */
     uint64_t deadline_ms;           /* total, all attempts and waits */
     long max_connections;           /* concurrent transfers; curl queues the rest */
+    uint64_t probe_interval_ms;     /* health probe period; 0: no probe */
 } crt_backend_opts;
 
 typedef struct crt_backend_resp {
@@ -57,8 +58,18 @@ int crt_backend_request_by(crt_backend *b, const char *method, const char *path,
 /* Appends "/" and seg percent-encoded: everything but ALPHA, DIGIT, '-', '_'
  * and '~' (so '.' too: a key ".." can never become a dot segment). */
 void crt_backend_path_seg(crt_buf *path, const char *seg, size_t n);
-/* Down after consecutive failures until a request gets through. */
+/* Whether the backend is usable. Down after DOWN_AFTER_FAILURES transport
+ * failures in a row (real calls or probes), or while the last probe got a
+ * 401/403 (BACKEND_TOKEN refused) or a 5xx and no call since was answered
+ * usefully (2xx, 404). The probe is a GET of PROBE_PATH (a context of an id
+ * no execution has: 404 when the token is right), one attempt, at most one
+ * per probe_interval_ms, and only while no real call was usefully answered
+ * within the interval; a real call answered 401/403/5xx asks for one early
+ * (still within the rate). One probe runs at start. */
 bool crt_backend_up(const crt_backend *b);
+/* Why it is down (for /ready), or NULL while up. */
+const char *crt_backend_down_reason(const crt_backend *b);
+#define CRT_BACKEND_PROBE_PATH "/api/internal/executions/cronium-runtime-probe/context"
 size_t crt_backend_in_flight(const crt_backend *b);
 /* Stops everything: in-flight requests complete with CRT_EUNAVAIL; handles
  * close; the object is freed when the last close callback has run. */

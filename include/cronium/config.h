@@ -46,6 +46,7 @@ typedef struct crt_config {
     int64_t backend_max_retries;
     uint64_t backend_retry_delay_ms;
     int64_t backend_max_concurrent;
+    uint64_t backend_probe_interval_ms;
     /* security */
     int64_t rate_limit_per_min;
     int64_t rate_limit_burst;

@@ -50,6 +50,7 @@ static const crt_config_opt opts[] = {
     {"backend", "maxRetries", "BACKEND_MAX_RETRIES", CRT_CT_INT, "3", 0, 20, OFF(backend_max_retries), NULL, "Retries after a failed backend attempt."},
     {"backend", "retryDelay", "BACKEND_RETRY_DELAY", CRT_CT_DUR, "100ms", 1, 60000, OFF(backend_retry_delay_ms), NULL, "Base of the exponential backoff between retries."},
     {"backend", "maxConcurrent", "BACKEND_MAX_CONCURRENT", CRT_CT_INT, "256", 1, 100000, OFF(backend_max_concurrent), NULL, "Backend transfers in flight at once; more wait in a queue."},
+    {"backend", "probeInterval", "BACKEND_PROBE_INTERVAL", CRT_CT_DUR, "10s", 0, DAY_MS, OFF(backend_probe_interval_ms), NULL, "At most one health probe of the backend per this (none while real calls succeed); 0: no probe."},
     {"security", "rateLimitPerMin", "RATE_LIMIT_PER_MIN", CRT_CT_INT, "1000", 1, 1000000000, OFF(rate_limit_per_min), NULL, "Requests per minute per execution (token bucket refill)."},
     {"security", "rateLimitBurst", "RATE_LIMIT_BURST", CRT_CT_INT, "100", 1, 1000000000, OFF(rate_limit_burst), NULL, "Token bucket size per execution."},
     {"security", "authFailuresPerMin", "AUTH_FAILURES_PER_MIN", CRT_CT_INT, "60", 1, 1000000000, OFF(auth_failures_per_min), NULL, "Authentication failures per minute per client address before 429."},

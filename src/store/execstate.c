@@ -1,12 +1,56 @@
 /* Execution state: the output and the condition (the backend first, then
  * the cache; reads fall back to what this process saw set), and tool
- * actions (passed to the backend as they are). */
+ * actions (passed to the backend as they are).
+ *
+ * The backend cannot give an output or a condition back, so a read is
+ * answered from Valkey (cache.ttl) or this process's memory only. Next to
+ * each value a small marker key ("<key>:known", MARKER_TTL) says it was
+ * set: a read that finds the marker but not the value answers 404
+ * value_unknown (expired, evicted) instead of "never set". Without the
+ * marker (never set, Valkey flushed or down) the answer is "never set". */
 #include <stdio.h>
 #include <string.h>
 #include "cronium/json.h"
 #include "cronium/log.h"
 #include "cronium/store_codec.h"
 #include "prodstore_int.h"
+
+/* The marker outlives the value it vouches for: 7 days, or twice cache.ttl. */
+#define MARKER_MIN_TTL_MS (7ull * 24 * 3600 * 1000)
+
+static uint64_t marker_ttl(const prodstore *ps)
+{
+    return 2 * ps->ttl_ms > MARKER_MIN_TTL_MS ? 2 * ps->ttl_ms : MARKER_MIN_TTL_MS;
+}
+
+static void marker_key(crt_buf *b, const char *exec_id, bool out)
+{
+    crt_store_key_exec(b, exec_id, out ? "output:known" : "condition:known");
+}
+
+/* The answer when nothing holds the value: never set. */
+static void answer_unset(op *o)
+{
+    if (o->kind == CRT_ST_GET_OUTPUT)
+        crt_ps_answer(o, CRT_ENOTFOUND, NULL, 0, "no output set", CRT_NF_VARIABLE, 0);
+    else
+        crt_ps_answer(o, 0, "null", 4, NULL, 0, 0);
+}
+
+static void on_marker(void *ud, const crt_cache_reply *r)
+{
+    op *o = ud;
+    if (r && r->err == 0 && r->type == CRT_CACHE_STR)
+        crt_ps_fail(o, 404, "value_unknown",
+                    o->kind == CRT_ST_GET_OUTPUT
+                        ? "the output was set, but the cache that keeps it (Valkey, for cache.ttl) has lost it; "
+                          "the backend cannot give it back"
+                        : "the condition was set, but the cache that keeps it (Valkey, for cache.ttl) has lost "
+                          "it; the backend cannot give it back",
+                    0);
+    else
+        answer_unset(o);
+}
 
 static void on_exec_cache(void *ud, const crt_cache_reply *r)
 {
@@ -38,15 +82,21 @@ static void on_exec_cache(void *ud, const crt_cache_reply *r)
     }
     /* Fall back to what this process saw set. */
     ctx_entry *e = crt_ps_ctx_lookup(o->ps, o->exec_id);
-    if (k == K_OUTPUT) {
-        if (e && e->output.len)
-            crt_ps_answer(o, 0, e->output.data, e->output.len, NULL, 0, 0);
-        else
-            crt_ps_answer(o, CRT_ENOTFOUND, NULL, 0, "no output set", CRT_NF_VARIABLE, 0);
-    } else {
-        const char *c = e && e->condition[0] ? e->condition : "null";
-        crt_ps_answer(o, 0, c, strlen(c), NULL, 0, 0);
+    if (k == K_OUTPUT && e && e->output.len) {
+        crt_ps_answer(o, 0, e->output.data, e->output.len, NULL, 0, 0);
+        return;
     }
+    if (k == K_CONDITION && e && e->condition[0]) {
+        crt_ps_answer(o, 0, e->condition, strlen(e->condition), NULL, 0, 0);
+        return;
+    }
+    /* Valkey answered (a miss, or a value refused): was it ever set? */
+    if (r && r->err == 0 && r->type != CRT_CACHE_ERROR && o->ps->cache) {
+        marker_key(&o->work, o->exec_id, k == K_OUTPUT);
+        if (crt_ps_cache_get(o->ps, &o->work, on_marker, o) == 0)
+            return;
+    }
+    answer_unset(o);
 }
 
 static void on_exec_post(void *ud, const crt_backend_resp *r)
@@ -69,6 +119,15 @@ static void on_exec_post(void *ud, const crt_backend_resp *r)
         } else {
             snprintf(e->condition, sizeof e->condition, "%.*s", (int)o->value.len, o->value.data);
         }
+    }
+    if (o->ps->cache) {
+        /* Sent first, so it is there whenever the value is (same connection). */
+        marker_key(&o->work, o->exec_id, out);
+        char px[24];
+        int pn = snprintf(px, sizeof px, "%llu", (unsigned long long)marker_ttl(o->ps));
+        const char *argv[] = {"SET", o->work.data, "1", "PX", px};
+        const size_t lens[] = {3, o->work.len, 1, 2, (size_t)pn};
+        (void)crt_cache_cmd(o->ps->cache, NULL, NULL, 5, argv, lens); /* lost: reads say "never set" */
     }
     crt_store_key_exec(&o->work, o->exec_id, out ? "output" : "condition");
     crt_ps_cache_then_answer(o, out ? K_OUTPUT : K_CONDITION, &o->work, o->value.data, o->value.len);
