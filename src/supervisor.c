@@ -67,7 +67,7 @@ struct sup {
     unsigned running;
     int shm_fd;
     crt_mshared *sh;
-    uv_signal_t sigterm, sigint;
+    uv_signal_t sigterm, sigint, sighup;
     uv_timer_t kill_timer;
     bool stopping;
     bool any_ready;                 /* some worker reached ready since start */
@@ -135,6 +135,7 @@ static void sup_maybe_done(sup *s)
     uv_close((uv_handle_t *)&s->kill_timer, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
     uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sighup, NULL);
 }
 
 static void worker_on_exit(uv_process_t *p, int64_t status, int sig)
@@ -231,6 +232,18 @@ static void sup_on_signal(uv_signal_t *h, int signum)
     sup_stop(s, -1);
 }
 
+/* SIGHUP (log rotation: the audit file is reopened) goes to every running
+ * worker; the supervisor itself has nothing to reopen. Without a handler the
+ * default action would end the supervisor and, with it, every worker. */
+static void sup_on_sighup(uv_signal_t *h, int signum)
+{
+    sup *s = h->data;
+    (void)signum;
+    for (unsigned i = 0; i < s->n; i++)
+        if (s->w[i].state == W_RUNNING)
+            uv_process_kill(&s->w[i].proc, SIGHUP);
+}
+
 /* A worker that answers the first time marks the start as good: from then
  * on, a worker failing before ready is retried (with backoff). */
 static uv_timer_t ready_poll;
@@ -288,9 +301,11 @@ int crt_supervisor_run(const crt_config *cfg, char **argv)
      * here: a handful of lines, no request waits on this process. */
     uv_signal_init(&loop, &s.sigterm);
     uv_signal_init(&loop, &s.sigint);
-    s.sigterm.data = s.sigint.data = &s;
+    uv_signal_init(&loop, &s.sighup);
+    s.sigterm.data = s.sigint.data = s.sighup.data = &s;
     uv_signal_start(&s.sigterm, sup_on_signal, SIGTERM);
     uv_signal_start(&s.sigint, sup_on_signal, SIGINT);
+    uv_signal_start(&s.sighup, sup_on_sighup, SIGHUP);
     uv_timer_init(&loop, &s.kill_timer);
     s.kill_timer.data = &s;
     CRT_LOGF(CRT_LOG_INFO, "supervisor starting workers", CRT_LI("workers", s.n), CRT_LS("setting", cfg->workers),

@@ -269,3 +269,18 @@ def test_one_worker_is_the_single_process_path(make_stack):
     assert m.has("cronium_runtime_valkey_up") and not m.has("cronium_runtime_valkey_up", worker="0")
     body = st.ready().json()
     assert "workers" not in body, body
+
+
+def test_sighup_reaches_every_worker_and_rotates_their_audit_files(make_stack, tmp_path):
+    # logrotate signals the main pid: the supervisor must survive SIGHUP and pass it on.
+    audit = tmp_path / "audit.jsonl"
+    st = make_stack(env={"WORKERS": "2", "AUDIT_FILE": str(audit)})
+    pids = wait_until(lambda: (p := worker_pids(st.svc)) and len(p) == 2 and p, 10, "2 workers started")
+    wait_until(lambda: listeners(st.port) == 2, 10, "2 listening sockets")
+    os.rename(audit, tmp_path / "audit.jsonl.1")
+    os.kill(st.svc.proc.pid, signal.SIGHUP)
+    wait_until(lambda: audit.exists(), 5, "the audit file reopened after SIGHUP")
+    assert st.svc.proc.poll() is None, "the supervisor died of SIGHUP"
+    assert all(alive(pid) for pid in pids.values()), "a worker died of SIGHUP"
+    assert not log_lines(st.svc, "restarting worker")
+    assert get_status(st.port, "/health") == 200
