@@ -17,6 +17,10 @@ void **crt_map_slot(crt_map *m, const char *k, size_t n, bool create);
 /* Removes k; returns its value (NULL if absent). */
 void *crt_map_del(crt_map *m, const char *k, size_t n);
 size_t crt_map_size(const crt_map *m);
+/* FNV-1a: crt_hash of one string; crt_hash_fold goes on from h (start at
+ * CRT_HASH_SEED) so a key made of several fields needs no concatenation. */
+#define CRT_HASH_SEED 1469598103934665603ULL
 uint64_t crt_hash(const void *p, size_t n);
+uint64_t crt_hash_fold(uint64_t h, const void *p, size_t n);
 
 #endif

@@ -8,6 +8,7 @@
 #include <time.h>
 #include "audit_int.h"
 #include "cronium/log.h"
+#include "cronium/map.h"
 
 #define NSLOTS 256
 #define MAX_SINKS 3
@@ -137,11 +138,11 @@ static void on_tick(uv_timer_t *t)
         uv_timer_stop(t);
 }
 
+/* One field of the coalescing key; the terminator keeps ("ab","c") apart
+ * from ("a","bc"). */
 static uint64_t hash_str(uint64_t h, const char *s, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return (h ^ 0xff) * 1099511628211ull;
+    return crt_hash_fold(crt_hash_fold(h, s, n), "\xff", 1);
 }
 
 static bool fits(const char *s, size_t cap, size_t *n)
@@ -161,7 +162,7 @@ static bool coalesce(crt_audit *a, const crt_audit_event *ev)
         !fits(ev->client_ip, sizeof a->slots->ip, &ni) || !fits(ev->request_id, sizeof a->slots->req, &nr) ||
         (ev->key && ev->key_len >= sizeof a->slots->key))
         return false;
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = CRT_HASH_SEED;
     h = hash_str(h, ev->execution_id ? ev->execution_id : "", ne);
     h = hash_str(h, ev->user_id ? ev->user_id : "", nu);
     h = hash_str(h, ev->action ? ev->action : "", na);

@@ -17,12 +17,17 @@ struct crt_map {
     size_t n;
 };
 
-uint64_t crt_hash(const void *p, size_t n)
+uint64_t crt_hash_fold(uint64_t h, const void *p, size_t n)
 {
     const unsigned char *s = p;
-    uint64_t h = 1469598103934665603ULL;
     for (size_t i = 0; i < n; i++)
         h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
+uint64_t crt_hash(const void *p, size_t n)
+{
+    uint64_t h = crt_hash_fold(CRT_HASH_SEED, p, n);
     return h ^ (h >> 32);
 }
 
