@@ -177,7 +177,6 @@ void crt_ps_distrust_all(prodstore *ps, const char *why)
 void crt_ps_on_cache_ready(void *ctx)
 {
     prodstore *ps = ctx;
-    crt_ps_scripts_load(ps);
     /* Another master (a failover): what the old one acknowledged last may
      * be missing there, so its older values must not be served. */
     uint64_t last_good = crt_cache_master_changed(ps->cache);

@@ -223,11 +223,11 @@ crt_store *crt_prodstore_new(uv_loop_t *loop, const crt_prodstore_opts *opts, cr
     ps->lock_ttl_ms = opts->lock_ttl_ms;
     ps->op_budget_ms = opts->op_budget_ms;
     ps->single_process = opts->single_process;
-    crt_ps_scripts_init(ps);
+    int script_rc = crt_ps_scripts_init(ps);
     ps->ctxs = crt_map_new();
     ps->incr_lines = crt_map_new();
     ps->distrust = crt_map_new();
-    if (!ps->ctxs || !ps->incr_lines || !ps->distrust) {
+    if (script_rc || !ps->ctxs || !ps->incr_lines || !ps->distrust) {
         prod_free(&ps->base);
         return NULL;
     }

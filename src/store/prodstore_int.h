@@ -7,6 +7,7 @@
 #include <uv.h>
 #include "cronium/backend.h"
 #include "cronium/cache.h"
+#include "cronium/cache_script.h"
 #include "cronium/context.h"
 #include "cronium/list.h"
 #include "cronium/map.h"
@@ -26,12 +27,11 @@
 
 typedef struct prodstore prodstore;
 
-/* A Lua script run with EVALSHA once SCRIPT LOAD gave its sha (loaded at
- * every connect; EVAL until then, or after a NOSCRIPT). */
+/* A Lua script of the lock, registered on the cache client (loaded at every
+ * connect, run by EVALSHA); full: send the next call as EVAL (after a NOSCRIPT). */
 typedef struct ps_script {
-    const char *src;
-    char sha[41];
-    bool loaded;
+    crt_cache_script *script;
+    bool full;
 } ps_script;
 enum { SCRIPT_EXTEND, SCRIPT_COMMIT, SCRIPT_RELEASE, SCRIPT_COUNT };
 
@@ -167,8 +167,7 @@ int crt_ps_var_put(op *o, const char *v, size_t n, const char *opname, crt_backe
 void crt_ps_incr_start(op *o);   /* increments and appends */
 void crt_ps_incr_sweep(prodstore *ps, uint64_t now);
 /* ---- rmwlock.c: the cross-process lock of read-modify-write operations ---- */
-void crt_ps_scripts_init(prodstore *ps);
-void crt_ps_scripts_load(prodstore *ps);    /* on every connect */
+int crt_ps_scripts_init(prodstore *ps);     /* registers them on the cache client */
 /* args: nkeys keys, then the script's ARGV; nargs counts both. */
 int crt_ps_script_call(prodstore *ps, int which, crt_cache_cb cb, void *ud, int nkeys, int nargs,
                        const char **args, const size_t *lens);

@@ -1,10 +1,9 @@
-/* The Lua scripts of the read-modify-write lock (incr.c), each loaded with
- * SCRIPT LOAD at every connect and then run by EVALSHA (EVAL until its sha
- * is known, or after a NOSCRIPT, which loads it again). Each checks that the
+/* The Lua scripts of the read-modify-write lock (incr.c), registered on the
+ * cache client (cache_script.h: SCRIPT LOAD at every connect, EVALSHA, one
+ * EVAL after a NOSCRIPT). Each checks that the
  * lock still holds the operation's token before it touches anything, so a
  * process whose lock expired can no longer extend it, write the cache under
  * it, or delete another process's lock. */
-#include <stdio.h>
 #include <string.h>
 #include "prodstore_int.h"
 
@@ -21,68 +20,33 @@ static const char commit_src[] =
 static const char release_src[] =
     "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
-void crt_ps_scripts_init(prodstore *ps)
+int crt_ps_scripts_init(prodstore *ps)
 {
     static const char *const srcs[SCRIPT_COUNT] = {extend_src, commit_src, release_src};
-    for (int i = 0; i < SCRIPT_COUNT; i++)
-        ps->scripts[i] = (ps_script){.src = srcs[i]};
-}
-
-static void on_loaded(void *ud, const crt_cache_reply *r)
-{
-    ps_script *s = ud;
-    if (!r->err && r->type == CRT_CACHE_STR && r->len == 40) {
-        memcpy(s->sha, r->str, 40);
-        s->sha[40] = '\0';
-        s->loaded = true;
+    for (int i = 0; i < SCRIPT_COUNT; i++) {
+        ps->scripts[i] = (ps_script){0};
+        if (ps->cache && !(ps->scripts[i].script = crt_cache_script_add(ps->cache, srcs[i])))
+            return CRT_ENOMEM;
     }
-}
-
-static void script_load(prodstore *ps, ps_script *s)
-{
-    s->loaded = false;
-    const char *argv[3] = {"SCRIPT", "LOAD", s->src};
-    size_t lens[3] = {6, 4, strlen(s->src)};
-    if (ps->cache)
-        crt_cache_cmd(ps->cache, on_loaded, s, 3, argv, lens);
-}
-
-void crt_ps_scripts_load(prodstore *ps)
-{
-    for (int i = 0; i < SCRIPT_COUNT; i++)
-        script_load(ps, &ps->scripts[i]);
+    return 0;
 }
 
 int crt_ps_script_call(prodstore *ps, int which, crt_cache_cb cb, void *ud, int nkeys, int nargs, const char **args,
                        const size_t *lens)
 {
-    enum { MAX_ARGS = 8 };
-    if (!ps->cache || nargs > MAX_ARGS)
-        return CRT_EUNAVAIL;
     ps_script *s = &ps->scripts[which];
-    const char *argv[MAX_ARGS + 3];
-    size_t argl[MAX_ARGS + 3];
-    char nk[8];
-    snprintf(nk, sizeof nk, "%d", nkeys);
-    if (s->loaded) {
-        argv[0] = "EVALSHA", argl[0] = 7;
-        argv[1] = s->sha, argl[1] = 40;
-    } else {
-        argv[0] = "EVAL", argl[0] = 4;
-        argv[1] = s->src, argl[1] = strlen(s->src);
-    }
-    argv[2] = nk, argl[2] = strlen(nk);
-    for (int i = 0; i < nargs; i++) {
-        argv[3 + i] = args[i];
-        argl[3 + i] = lens[i];
-    }
-    return crt_cache_cmd(ps->cache, cb, ud, 3 + nargs, argv, argl);
+    if (!ps->cache || !s->script)
+        return CRT_EUNAVAIL;
+    /* One EVAL after a NOSCRIPT loads the script again for every later call. */
+    bool full = s->full;
+    s->full = false;
+    return crt_cache_script_run(s->script, full, cb, ud, nkeys, nargs, args, lens);
 }
 
 bool crt_ps_script_missing(prodstore *ps, int which, const crt_cache_reply *r)
 {
-    if (r->err || r->type != CRT_CACHE_ERROR || r->len < 8 || memcmp(r->str, "NOSCRIPT", 8) != 0)
+    if (!crt_cache_script_noscript(r))
         return false;
-    script_load(ps, &ps->scripts[which]);
+    ps->scripts[which].full = true;
     return true;
 }

@@ -145,9 +145,12 @@ def test_variable_keys_are_per_user_with_ttl(stack):
     assert stack.redis_cmd("EXISTS", vkey) == 1, stack.redis_cmd("KEYS", f"*{uid}*")
     assert json.loads(stack.redis_cmd("GET", vkey)) == [1, 2]
     assert CACHE_TTL_MS - 60_000 < stack.redis_cmd("PTTL", vkey) <= CACHE_TTL_MS
-    # nothing about variables under the execution's keys
+    # nothing about variables under the execution's keys (the rate limiter's
+    # `rl` key lives there for as long as its bucket is not full again)
     exec_keys = [k.decode() for k in stack.redis_cmd("KEYS", f"*{eid}*")]
-    assert all(k.startswith(f"cronium:exec:{{{eid}}}:") and k.rsplit(":", 1)[1] in ("context", "output", "condition")
+    prefix = f"cronium:exec:{{{eid}}}:"
+    assert all(k.startswith(prefix) and k[len(prefix):] in ("context", "output", "condition", "rl",
+                                                             "output:known", "condition:known")
                for k in exec_keys), exec_keys
     # a read after FLUSHALL refills the key with the TTL
     stack.redis_cmd("FLUSHALL")
