@@ -115,7 +115,7 @@ def test_workers_serve_the_port_and_metrics_are_summed(make_stack, n):
     body = r.json()
     assert r.status == 200 and body["status"] == "ready", body
     assert body["workers"] == {"ready": n, "total": n}, body
-    assert set(body["checks"]) == {"valkey", "backend"}, body
+    assert set(body["checks"]) == {"valkey", "backend", "audit"}, body
 
 
 def test_per_worker_gauges_are_labelled_and_open_connections_summed(make_stack):

@@ -15,6 +15,8 @@ import time
 import jsonschema
 import pytest
 
+from lib.redis import RedisServer
+
 from ._openapi import METHODS, SPEC_PATH, Spec, load_spec
 from .conftest import REPO
 
@@ -384,7 +386,8 @@ def test_live_responses_validate(spec, start_service, fake_backend, tmp_path):
     b("OPTIONS", f"{yb}/variables/k", 405, headers={"Origin": "https://evil.example",
                                                      "Access-Control-Request-Method": "PUT"})
     for path in ("/health", "/ready", "/metrics", f"{yb}/input", f"{yb}/output", f"{yb}/context",
-                 f"{yb}/condition", f"{yb}/variables/k/increment", "/tool-actions/execute"):
+                 f"{yb}/condition", f"{yb}/variables/k/increment", f"{yb}/variables/k/append",
+                 "/tool-actions/execute"):
         b("OPTIONS", path, 204, headers={"Origin": "https://app.example",
                                          "Access-Control-Request-Method": "GET"})
     seen += b.seen
@@ -425,6 +428,44 @@ def test_live_responses_validate(spec, start_service, fake_backend, tmp_path):
     ready, _ = p("GET", "/ready", 503)
     assert ready["status"] == "unready" and ready["checks"]["backend"] == "down"
     seen += p.seen
+
+    # ---- D: production with Valkey: backend_error, value_unknown, audit_unavailable ----------
+    redis = RedisServer(tmp_path).start()
+    try:
+        fd = fake_backend(token="backend-token")
+        fd.seed_execution({"executionId": "prod-2", "userId": "user-2", "metadata": {}})
+        env_d = {"JWT_SECRET": SECRET, "BACKEND_URL": fd.url, "BACKEND_TOKEN": "backend-token",
+                 "VALKEY_URL": f"redis://127.0.0.1:{redis.port}", "BACKEND_MAX_RETRIES": 1,
+                 "BACKEND_RETRY_DELAY": "10ms", "BACKEND_TIMEOUT": "2s"}
+        d = Checker(spec, start_service(env=env_d, name="prod-valkey").port)
+        td = mint("prod-2")
+        w = "/executions/prod-2"
+        fd.fail_next(1, status=404, path="/api/internal/variables/*", method="PUT")
+        d("PUT", f"{w}/variables/v", 502, body={"value": 1}, token=td, code="backend_error")
+        d("POST", f"{w}/output", 200, body={"data": {"r": 1}}, token=td)
+        redis.cmd("DEL", "cronium:exec:{prod-2}:output")      # evicted: only the marker is left
+        d2 = Checker(spec, start_service(env=env_d, name="prod-valkey-2").port)
+        d2("GET", f"{w}/output", 404, token=td, code="value_unknown")
+        seen += d.seen + d2.seen
+    finally:
+        redis.close()
+    # audit.required with a sink that cannot write (/dev/full): writes are refused.
+    fe = fake_backend(token="backend-token")
+    fe.seed_execution({"executionId": "prod-3", "userId": "user-3", "metadata": {}})
+    e = Checker(spec, start_service(env={"JWT_SECRET": SECRET, "BACKEND_URL": fe.url,
+                                         "BACKEND_TOKEN": "backend-token", "AUDIT_FILE": "/dev/full",
+                                         "AUDIT_REQUIRED": "true"}, name="audit-required").port)
+    te = mint("prod-3")
+    e("PUT", "/executions/prod-3/variables/first", 200, body={"value": 1}, token=te)  # its event fails
+    deadline = time.monotonic() + 5
+    while True:
+        status, _, _ = e.raw("PUT", "/executions/prod-3/variables/probe", {"value": 0},
+                             {"Authorization": f"Bearer {te}"})
+        if status == 503 or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    e("PUT", "/executions/prod-3/variables/second", 503, body={"value": 2}, token=te, code="audit_unavailable")
+    seen += e.seen
 
     _expect_all_operations_covered(spec, seen)
 
