@@ -7,167 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "cronium/backend.h"
-#include "cronium/list.h"
+#include "backend_int.h"
 #include "cronium/log.h"
-#include "cronium/map.h"
-
-/* Bigger answers are refused (CRT_ERANGE) rather than buffered: no backend
- * reply the service understands comes near this. */
-#define MAX_RESPONSE (8u << 20)
-#define DOWN_AFTER_FAILURES 3
-/* Internal request flag: the health probe (one attempt, its own verdict). */
-#define FLAG_PROBE (1u << 30)
-
-typedef struct waiter {
-    crt_backend_cb cb;
-    void *ud;
-    struct waiter *next;
-} waiter;
-
-typedef enum { X_RUNNING, X_WAITING_RETRY, X_DONE } xfer_state;
-
-typedef struct xfer {
-    crt_backend *b;
-    CURL *easy;
-    xfer_state state;
-    char method[8];
-    char *path;
-    char *url;
-    crt_buf body;
-    crt_buf resp;
-    long status;
-    unsigned retry_after_s;
-    int attempts;
-    uint64_t deadline;              /* uv_now() based */
-    uint64_t started_ns;
-    const char *op;
-    bool shared;                    /* registered for GET sharing */
-    bool too_big;                   /* the answer went over MAX_RESPONSE */
-    bool probe;                     /* the health probe: never retried */
-    CURLcode rc;                    /* the last attempt's transport result */
-    waiter *waiters;
-    uv_timer_t retry;               /* embedded; closed before free */
-    crt_dnode node;                 /* in the backend's live list */
-} xfer;
-
-typedef struct sockctx {
-    uv_poll_t poll;
-    curl_socket_t fd;
-    crt_backend *b;
-    crt_dnode node;                 /* in the backend's open polls */
-} sockctx;
-
-struct crt_backend {
-    uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
-    crt_backend_opts o;
-    char *base;
-    struct curl_slist *headers;
-    crt_map *gets;                  /* path -> in-flight GET xfer */
-    crt_dlist live;
-    size_t nlive;
-    crt_dlist socks;
-    int consecutive_failures;       /* transport failures in a row */
-    char fail_reason[192];          /* the last transport failure */
-    /* Health probe (crt_backend_up): its verdict, and the rate limit. */
-    uv_timer_t probe_timer;
-    bool probe_timer_open;
-    bool probe_in_flight;
-    bool probed;                    /* at least one probe started */
-    bool probe_bad;                 /* the last probe got 401/403/5xx, nothing usable since */
-    char probe_reason[192];
-    uint64_t last_probe_ms;         /* uv_now() when the last probe started */
-    uint64_t last_usable_ms;        /* uv_now() of the last usefully answered call; 0: none */
-    bool closing;
-    int open_handles;               /* timer + polls + retry timers + probe timer */
-    crt_metrics *m;
-    crt_histogram *latency;
-    uint64_t *retries;
-    uint64_t *coalesced;
-};
 
 static void check_done(crt_backend *b);
 static void xfer_start(xfer *x);
-static void maybe_probe(crt_backend *b, bool early);
-
-/* ---- health ---------------------------------------------------------------------------------- */
-
-/* What a finished call says about the backend. A transport failure counts
- * towards DOWN_AFTER_FAILURES. A 2xx or 404 (the routes answer 404 only
- * after the token was checked) shows it usable. A 401/403 or 5xx is the
- * probe's verdict when the probe got it; from a real call it may concern
- * that call only (the real backend answers 500 to a key over 255
- * characters), so it asks for an early probe instead. */
-static void note_health(crt_backend *b, xfer *x, int err)
-{
-    if (b->closing)
-        return;
-    if (err == CRT_EUNAVAIL) {
-        b->consecutive_failures++;
-        snprintf(b->fail_reason, sizeof b->fail_reason, "backend unreachable: %s",
-                 x->rc != CURLE_OK ? curl_easy_strerror(x->rc) : "no answer within the deadline");
-        return;
-    }
-    b->consecutive_failures = 0;
-    if (err)
-        return;                     /* an answer over the size cap: says nothing */
-    long st = x->status;
-    if (st / 100 == 2 || st == 404) {
-        b->last_usable_ms = uv_now(b->loop);
-        b->probe_bad = false;
-        return;
-    }
-    bool refused = st == 401 || st == 403;
-    if (!refused && st < 500) {
-        if (x->probe)
-            b->probe_bad = false;   /* answered, and not with a refusal */
-        return;
-    }
-    if (!x->probe) {
-        maybe_probe(b, true);
-        return;
-    }
-    b->probe_bad = true;
-    if (refused)
-        snprintf(b->probe_reason, sizeof b->probe_reason, "HTTP %ld from the backend: BACKEND_TOKEN refused", st);
-    else
-        snprintf(b->probe_reason, sizeof b->probe_reason, "HTTP %ld from the backend", st);
-}
-
-static void on_probe_done(void *ud, const crt_backend_resp *r)
-{
-    (void)r;                        /* note_health has read it */
-    crt_backend *b = ud;
-    b->probe_in_flight = false;
-}
-
-/* Starts a probe if the rate allows: none while one runs, at most one per
- * interval, and (unless a real call just failed) none while real calls were
- * usefully answered within the interval. */
-static void maybe_probe(crt_backend *b, bool early)
-{
-    uint64_t iv = b->o.probe_interval_ms;
-    if (!iv || b->closing || b->probe_in_flight)
-        return;
-    uint64_t now = uv_now(b->loop);
-    if (b->probed && now - b->last_probe_ms < iv)
-        return;
-    if (!early && b->last_usable_ms && now - b->last_usable_ms < iv)
-        return;
-    uint64_t tmo = b->o.attempt_timeout_ms < iv ? b->o.attempt_timeout_ms : iv;
-    if (tmo < 100)
-        tmo = 100;
-    b->probed = true;
-    b->last_probe_ms = now;
-    b->probe_in_flight = true;
-    if (crt_backend_request_by(b, "GET", CRT_BACKEND_PROBE_PATH, NULL, 0, "probe", FLAG_PROBE, now + tmo + 20,
-                               on_probe_done, b))
-        b->probe_in_flight = false;
-}
-
-static void on_probe_tick(uv_timer_t *t) { maybe_probe(t->data, false); }
 
 /* ---- metrics ------------------------------------------------------------------------------- */
 
@@ -227,7 +71,7 @@ static void xfer_finish(xfer *x, int err)
     crt_dlist_remove(&b->live, &x->node);
     b->nlive--;
 
-    note_health(b, x, err);
+    crt_bk_note_health(b, x, err);
     crt_histogram_observe(b->latency, (double)(crt_now_ns() - x->started_ns) / 1e9);
     count_request(b, x->op, x->status, err != 0);
 
@@ -590,16 +434,6 @@ void crt_backend_path_seg(crt_buf *path, const char *seg, size_t n)
     }
 }
 
-const char *crt_backend_down_reason(const crt_backend *b)
-{
-    if (b->consecutive_failures >= DOWN_AFTER_FAILURES)
-        return b->fail_reason;
-    if (b->probe_bad)
-        return b->probe_reason;
-    return NULL;
-}
-
-bool crt_backend_up(const crt_backend *b) { return crt_backend_down_reason(b) == NULL; }
 size_t crt_backend_in_flight(const crt_backend *b) { return b->nlive; }
 
 crt_backend *crt_backend_new(uv_loop_t *loop, const crt_backend_opts *o, crt_metrics *m)
@@ -645,15 +479,7 @@ crt_backend *crt_backend_new(uv_loop_t *loop, const crt_backend_opts *o, crt_met
     b->retries = crt_metrics_counter(m, "cronium_runtime_backend_retries_total", "Backend attempts retried.", "");
     b->coalesced = crt_metrics_counter(m, "cronium_runtime_backend_coalesced_total",
                                        "GETs that joined an identical request in flight.", "");
-    if (o->probe_interval_ms) {
-        /* The first probe right away: a wrong BACKEND_TOKEN shows before any traffic. */
-        uv_timer_init(loop, &b->probe_timer);
-        b->probe_timer.data = b;
-        uv_timer_start(&b->probe_timer, on_probe_tick, 0, o->probe_interval_ms);
-        uv_unref((uv_handle_t *)&b->probe_timer);
-        b->probe_timer_open = true;
-        b->open_handles++;
-    }
+    crt_bk_probe_start(b);
     return b;
 }
 
@@ -679,9 +505,5 @@ void crt_backend_free(crt_backend *b)
         sock_close(crt_container_of(b->socks.head, sockctx, node));
     uv_timer_stop(&b->timer);
     uv_close((uv_handle_t *)&b->timer, on_timer_closed);
-    if (b->probe_timer_open) {
-        b->probe_timer_open = false;
-        uv_timer_stop(&b->probe_timer);
-        uv_close((uv_handle_t *)&b->probe_timer, on_timer_closed);
-    }
+    crt_bk_probe_close(b, on_timer_closed);
 }
