@@ -28,6 +28,15 @@ static void put_str(crt_buf *b, const char *name, const char *v, size_t n)
 
 static size_t len0(const char *s) { return s ? strlen(s) : 0; }
 
+/* A coalesced event's ,"count":N,"firstTime":...,"lastTime":... */
+static void put_count(crt_buf *b, const audit_rec *r)
+{
+    crt_buf_printf(b, ",\"count\":%llu,\"firstTime\":", (unsigned long long)r->count);
+    put_time(b, r->first_ms);
+    crt_buf_puts(b, ",\"lastTime\":");
+    put_time(b, r->last_ms);
+}
+
 /* The fields after the identity: outcome ... and, coalesced, the count. */
 static void put_details(crt_buf *b, const audit_rec *r, bool with_ids)
 {
@@ -50,10 +59,7 @@ static void put_details(crt_buf *b, const audit_rec *r, bool with_ids)
     crt_buf_putc(b, ',');
     put_str(b, "clientIp", ev->client_ip, len0(ev->client_ip));
     if (r->count > 1) {
-        crt_buf_printf(b, ",\"count\":%llu,\"firstTime\":", (unsigned long long)r->count);
-        put_time(b, r->first_ms);
-        crt_buf_puts(b, ",\"lastTime\":");
-        put_time(b, r->last_ms);
+        put_count(b, r);
         crt_buf_putc(b, ',');
         put_str(b, "lastRequestId", r->last_request_id, len0(r->last_request_id));
     }
@@ -86,11 +92,7 @@ void audit_render(crt_buf *b, const audit_rec *r, audit_fmt fmt)
         crt_buf_append(b, b->data + d0, dn);
     crt_buf_puts(b, "},\"timestamp\":");
     put_time(b, r->count > 1 ? r->last_ms : r->first_ms);
-    if (r->count > 1) {
-        crt_buf_printf(b, ",\"count\":%llu,\"firstTime\":", (unsigned long long)r->count);
-        put_time(b, r->first_ms);
-        crt_buf_puts(b, ",\"lastTime\":");
-        put_time(b, r->last_ms);
-    }
+    if (r->count > 1)
+        put_count(b, r);
     crt_buf_putc(b, '}');
 }
